@@ -1,0 +1,26 @@
+//! What the XDP program and the userspace daemon must agree on.
+//!
+//! This crate is `no_std` and allocation-free so that the eBPF program links the very same
+//! code the daemon runs: the routing decision ([`classify`]) is defined here once, and the
+//! map layouts ([`maps`]) and counter indexes ([`Counter`]) are shared byte for byte.
+#![no_std]
+
+mod classify;
+mod counter;
+pub mod maps;
+mod number;
+
+pub use classify::{
+    Method, PassReason, SCAN_LEN, Verdict, classify, classify_bytes, classify_seeded,
+};
+pub use counter::Counter;
+pub use number::{NumberError, RouteKey, normalize_number};
+
+// SAFETY: each type derives bytemuck::Pod (no padding, any bit pattern valid).
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for crate::RouteKey {}
+    unsafe impl aya::Pod for crate::maps::RouteValue {}
+    unsafe impl aya::Pod for crate::maps::PeerValue {}
+    unsafe impl aya::Pod for crate::maps::Config {}
+}

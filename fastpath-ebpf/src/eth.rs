@@ -1,0 +1,61 @@
+//! Ethernet, with at most one 802.1Q or 802.1ad tag.
+
+use aya_ebpf::programs::XdpContext;
+use fastpath_common::Counter;
+use network_types::eth::EthHdr;
+
+use crate::ref_at::ref_mut_at;
+
+pub(crate) const ETH_P_IPV4: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const VLAN_HDR_LEN: usize = 4;
+
+pub(crate) struct L2 {
+    /// Host byte order, after any tag.
+    pub(crate) ether_type: u16,
+    /// Offset of the L3 header.
+    pub(crate) l3: usize,
+    /// A tagged frame may only go back out where it came from (see `forward`).
+    pub(crate) tagged: bool,
+}
+
+#[repr(C)]
+struct VlanHdr {
+    tci: [u8; 2],
+    ether_type: [u8; 2],
+}
+
+#[inline(always)]
+pub(crate) fn parse(ctx: &XdpContext) -> Result<L2, Counter> {
+    // SAFETY: EthHdr is plain data; no other reference is live.
+    let eth = unsafe { ref_mut_at::<EthHdr>(ctx, 0) }?;
+    let ether_type = u16::from_be(eth.ether_type);
+    if !is_vlan(ether_type) {
+        return Ok(L2 { ether_type, l3: EthHdr::LEN, tagged: false });
+    }
+    // SAFETY: as above.
+    let tag = unsafe { ref_mut_at::<VlanHdr>(ctx, EthHdr::LEN) }?;
+    let inner = u16::from_be_bytes(tag.ether_type);
+    if is_vlan(inner) {
+        // Stacked tags (QinQ): the carrier's business, not ours.
+        return Err(Counter::Malformed);
+    }
+    Ok(L2 { ether_type: inner, l3: EthHdr::LEN + VLAN_HDR_LEN, tagged: true })
+}
+
+#[inline(always)]
+fn is_vlan(ether_type: u16) -> bool {
+    ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD
+}
+
+/// Points the frame at the next hop found by the FIB lookup.
+#[inline(always)]
+pub(crate) fn set_macs(ctx: &XdpContext, src: &[u8; 6], dst: &[u8; 6]) -> Result<(), Counter> {
+    // SAFETY: parsed before; no other reference to the Ethernet header is live.
+    let eth = unsafe { ref_mut_at::<EthHdr>(ctx, 0) }?;
+    eth.src_addr = *src;
+    eth.dst_addr = *dst;
+    Ok(())
+}

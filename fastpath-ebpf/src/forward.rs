@@ -1,0 +1,106 @@
+//! Next hop and egress: `bpf_fib_lookup`, then XDP_TX or a devmap redirect.
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup, xdp_action},
+    helpers::generated::bpf_fib_lookup as fib_lookup,
+    programs::XdpContext,
+};
+use aya_log_ebpf::debug;
+use fastpath_common::Counter;
+
+use crate::{eth, maps::EGRESS};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const IPPROTO_UDP: u8 = 17;
+const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+
+/// Where a rewritten packet leaves, decided before anything is rewritten.
+pub(crate) struct NextHop {
+    ifindex: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    action: u32,
+}
+
+/// Addresses in network byte order, as they sit in the packet.
+pub(crate) enum FibQuery<'a> {
+    V4 { src: &'a [u8; 4], dst: &'a [u8; 4], tos: u8 },
+    V6 { src: &'a [u8; 16], dst: &'a [u8; 16], flowinfo: u32 },
+}
+
+#[inline(always)]
+pub(crate) fn next_hop(
+    ctx: &XdpContext,
+    query: FibQuery,
+    tot_len: u16,
+    tagged: bool,
+) -> Result<NextHop, Counter> {
+    // SAFETY: plain C struct, all-zero is its neutral value.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    // SAFETY: `ctx.ctx` is the live xdp_md of this invocation.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    params.l4_protocol = IPPROTO_UDP;
+    params.ifindex = ingress;
+    params.__bindgen_anon_1.tot_len = tot_len;
+    match query {
+        FibQuery::V4 { src, dst, tos } => {
+            params.family = AF_INET;
+            params.__bindgen_anon_2.tos = tos;
+            params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(*src);
+            params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(*dst);
+        }
+        FibQuery::V6 { src, dst, flowinfo } => {
+            params.family = AF_INET6;
+            params.__bindgen_anon_2.flowinfo = flowinfo;
+            params.__bindgen_anon_3.ipv6_src = words(src);
+            params.__bindgen_anon_4.ipv6_dst = words(dst);
+        }
+    }
+    // SAFETY: params is a valid, fully initialized lookup struct of the size passed.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx.cast(),
+            &mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS {
+        // No route, no neighbour entry yet, forwarding off, MTU: the kernel knows what to do.
+        debug!(ctx, "fib lookup failed: {}", rc);
+        return Err(Counter::FibFailed);
+    }
+    let action = if params.ifindex == ingress {
+        xdp_action::XDP_TX
+    } else if !tagged && EGRESS.get(params.ifindex).is_some() {
+        xdp_action::XDP_REDIRECT
+    } else {
+        // A tag belongs to the ingress link; unmanaged egress cannot take redirects.
+        return Err(Counter::FibFailed);
+    };
+    Ok(NextHop { ifindex: params.ifindex, smac: params.smac, dmac: params.dmac, action })
+}
+
+/// Sets the MACs of the next hop and hands the frame over.
+#[inline(always)]
+pub(crate) fn send(ctx: &XdpContext, hop: &NextHop) -> Result<u32, Counter> {
+    eth::set_macs(ctx, &hop.smac, &hop.dmac)?;
+    if hop.action == xdp_action::XDP_TX {
+        return Ok(xdp_action::XDP_TX);
+    }
+    // Checked present above; should it vanish in between, the kernel routes the (valid,
+    // rewritten) packet to the same peer.
+    Ok(EGRESS.redirect(hop.ifindex, xdp_action::XDP_PASS as u64).unwrap_or_else(|pass| pass))
+}
+
+#[inline(always)]
+fn words(addr: &[u8; 16]) -> [u32; 4] {
+    let mut out = [0u32; 4];
+    let mut i = 0;
+    while i < 4 {
+        out[i] = u32::from_ne_bytes([addr[4 * i], addr[4 * i + 1], addr[4 * i + 2], addr[4 * i + 3]]);
+        i += 1;
+    }
+    out
+}

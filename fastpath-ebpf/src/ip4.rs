@@ -1,0 +1,74 @@
+//! IPv4: only plain, unfragmented datagrams without options are candidates.
+
+use aya_ebpf::programs::XdpContext;
+use fastpath_common::{Counter, maps::FAMILY_IPV4};
+use network_types::{ip::Ipv4Hdr, udp::UdpHdr};
+
+use crate::{
+    checksum::ChecksumUpdate,
+    eth::L2,
+    forward::{self, FibQuery},
+    ref_at::{ref_mut_at, remaining},
+    sip, udp,
+};
+
+const IPPROTO_UDP: u8 = 17;
+/// More-fragments flag and fragment offset.
+const FRAGMENT_MASK: u16 = 0x3fff;
+
+#[inline(always)]
+pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
+    // SAFETY: plain data; the UDP header reference taken below does not overlap it.
+    let ip = unsafe { ref_mut_at::<Ipv4Hdr>(ctx, l2.l3) }?;
+    if ip.vihl >> 4 != 4 {
+        return Err(Counter::Malformed);
+    }
+    if ip.proto != IPPROTO_UDP {
+        return Err(Counter::NotSip);
+    }
+    if u16::from_be_bytes(ip.frags) & FRAGMENT_MASK != 0 {
+        return Err(Counter::Fragment);
+    }
+    if ip.vihl & 0x0f != 5 {
+        return Err(Counter::IpOptions);
+    }
+    let tot_len = u16::from_be_bytes(ip.tot_len);
+    let total = tot_len as usize;
+    // Trailing Ethernet padding is fine; a datagram longer than the frame is not.
+    if total < Ipv4Hdr::LEN + UdpHdr::LEN || total > remaining(ctx, l2.l3) {
+        return Err(Counter::Malformed);
+    }
+    let request = udp::parse_sip(ctx, l2.l3 + Ipv4Hdr::LEN, total - Ipv4Hdr::LEN)?;
+    let peer = sip::peer_for(&request.key, FAMILY_IPV4)?;
+    if ip.ttl <= 1 {
+        return Err(Counter::TtlExpired);
+    }
+    let new_dst = [peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]];
+    let query = FibQuery::V4 { src: &ip.src_addr, dst: &new_dst, tos: ip.tos };
+    let hop = forward::next_hop(ctx, query, tot_len, l2.tagged)?;
+
+    // Committed: from here on the packet is rewritten completely.
+    let udp = request.udp;
+    let old_port = udp.dst_port();
+    let udp_check = u16::from_be_bytes(udp.check);
+    if udp_check != 0 {
+        // A zero checksum means "none" and stays zero.
+        let check = ChecksumUpdate::new(udp_check)
+            .replace_bytes(&ip.dst_addr, &new_dst)
+            .replace_u16(old_port, peer.port)
+            .finish_udp();
+        udp.check = check.to_be_bytes();
+    }
+    udp.set_dst_port(peer.port);
+
+    let old_ttl_word = u16::from_be_bytes([ip.ttl, ip.proto]);
+    ip.ttl -= 1;
+    let ip_check = ChecksumUpdate::new(u16::from_be_bytes(ip.check))
+        .replace_bytes(&ip.dst_addr, &new_dst)
+        .replace_u16(old_ttl_word, u16::from_be_bytes([ip.ttl, ip.proto]))
+        .finish();
+    ip.check = ip_check.to_be_bytes();
+    ip.dst_addr = new_dst;
+
+    forward::send(ctx, &hop)
+}

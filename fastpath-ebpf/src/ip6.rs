@@ -1,0 +1,68 @@
+//! IPv6: only datagrams whose next header is UDP itself are candidates.
+
+use aya_ebpf::programs::XdpContext;
+use fastpath_common::{Counter, maps::FAMILY_IPV6};
+use network_types::{ip::Ipv6Hdr, udp::UdpHdr};
+
+use crate::{
+    checksum::ChecksumUpdate,
+    eth::L2,
+    forward::{self, FibQuery},
+    ref_at::{ref_mut_at, remaining},
+    sip, udp,
+};
+
+const IPPROTO_UDP: u8 = 17;
+
+#[inline(always)]
+pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
+    // SAFETY: plain data; the UDP header reference taken below does not overlap it.
+    let ip = unsafe { ref_mut_at::<Ipv6Hdr>(ctx, l2.l3) }?;
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(Counter::Malformed);
+    }
+    if ip.next_hdr != IPPROTO_UDP {
+        return Err(if is_extension_header(ip.next_hdr) {
+            Counter::IpOptions
+        } else {
+            Counter::NotSip
+        });
+    }
+    let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
+    if payload_len < UdpHdr::LEN || payload_len > remaining(ctx, l2.l3 + Ipv6Hdr::LEN) {
+        return Err(Counter::Malformed);
+    }
+    let request = udp::parse_sip(ctx, l2.l3 + Ipv6Hdr::LEN, payload_len)?;
+    let udp_check = u16::from_be_bytes(request.udp.check);
+    if udp_check == 0 {
+        // Mandatory over IPv6 (RFC 8200 §8.1): the kernel will drop it, not us.
+        return Err(Counter::Malformed);
+    }
+    let peer = sip::peer_for(&request.key, FAMILY_IPV6)?;
+    if ip.hop_limit <= 1 {
+        return Err(Counter::TtlExpired);
+    }
+    let flowinfo = u32::from_ne_bytes(ip.vcf) & 0x0fff_ffff_u32.to_be();
+    let query = FibQuery::V6 { src: &ip.src_addr, dst: &peer.addr, flowinfo };
+    let hop = forward::next_hop(ctx, query, payload_len as u16, l2.tagged)?;
+
+    // Committed: from here on the packet is rewritten completely. The hop limit is not
+    // covered by any checksum.
+    let udp = request.udp;
+    let check = ChecksumUpdate::new(udp_check)
+        .replace_bytes(&ip.dst_addr, &peer.addr)
+        .replace_u16(udp.dst_port(), peer.port)
+        .finish_udp();
+    udp.check = check.to_be_bytes();
+    udp.set_dst_port(peer.port);
+    ip.hop_limit -= 1;
+    ip.dst_addr = peer.addr;
+
+    forward::send(ctx, &hop)
+}
+
+/// Next-header values that are IPv6 extension headers (RFC 8200 §4, RFC 7045).
+#[inline(always)]
+fn is_extension_header(next_hdr: u8) -> bool {
+    matches!(next_hdr, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+}

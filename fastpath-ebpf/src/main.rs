@@ -1,0 +1,57 @@
+//! The fast path: an XDP program that sends INVITEs (and their CANCEL / ACK) for registered
+//! numbers straight to the owner's peer, and passes everything else to the kernel untouched.
+#![no_std]
+#![no_main]
+
+mod checksum;
+mod eth;
+mod forward;
+mod ip4;
+mod ip6;
+mod maps;
+mod ref_at;
+mod sip;
+mod stats;
+mod udp;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use fastpath_common::Counter;
+
+#[xdp]
+pub fn fastpath(ctx: XdpContext) -> u32 {
+    // The one place where an outcome becomes an action: forwarded packets were fully
+    // rewritten; every other outcome leaves the packet exactly as it arrived.
+    match try_handle_sip(&ctx) {
+        Ok(action) => {
+            stats::count(Counter::Hit);
+            action
+        }
+        Err(outcome) => {
+            stats::count(outcome);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// `Ok(XDP_TX | XDP_REDIRECT)` once the packet is rewritten for its peer; `Err(counter)` says
+/// why it was left alone.
+#[inline(always)]
+fn try_handle_sip(ctx: &XdpContext) -> Result<u32, Counter> {
+    let l2 = eth::parse(ctx)?;
+    match l2.ether_type {
+        eth::ETH_P_IPV4 => ip4::try_handle(ctx, &l2),
+        eth::ETH_P_IPV6 => ip6::try_handle(ctx, &l2),
+        _ => Err(Counter::NotSip),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Every index in this program is checked; the verifier refuses code that could get here.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,38 @@
+//! The maps shared with the daemon, pinned by name under `/sys/fs/bpf/fastpath/`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+};
+use fastpath_common::{
+    Counter, RouteKey, SCAN_LEN,
+    maps::{Config, DEFAULT_MAX_ROUTES, MAX_EGRESS, MAX_PEERS, PeerValue, RouteValue},
+};
+
+/// Registered numbers → peer. The daemon is the only writer.
+#[map]
+pub(crate) static ROUTES: HashMap<RouteKey, RouteValue> = HashMap::pinned(DEFAULT_MAX_ROUTES, 0);
+
+/// Peer id → address and health.
+#[map]
+pub(crate) static PEERS: Array<PeerValue> = Array::pinned(MAX_PEERS, 0);
+
+/// One slot: the SIP ports.
+#[map]
+pub(crate) static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+/// Interfaces the fast path may redirect to, keyed by ifindex.
+#[map]
+pub(crate) static EGRESS: DevMapHash = DevMapHash::pinned(MAX_EGRESS, 0);
+
+#[map]
+pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
+
+/// Always zero: never written by anyone, not pinned. The classifier seeds its counters from
+/// it so the verifier cannot constant-fold them (see `fastpath_common::classify_seeded`).
+#[map]
+pub(crate) static OPAQUE_ZERO: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per-CPU copy of the start of the UDP payload, where the classifier reads it.
+#[map]
+pub(crate) static SCAN_WINDOW: PerCpuArray<[u8; SCAN_LEN]> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,209 @@
+//! The daemon's configuration file (TOML), validated into what the maps need.
+
+use std::{collections::HashMap, net::SocketAddr, path::Path};
+
+use anyhow::{Context, bail};
+use fastpath_common::{
+    RouteKey,
+    maps::{DEFAULT_MAX_ROUTES, DEFAULT_SIP_PORT, MAX_PEERS, MAX_SIP_PORTS},
+    normalize_number,
+};
+use serde::Deserialize;
+
+/// As written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    xdp: XdpSection,
+    #[serde(default)]
+    peers: Vec<PeerEntry>,
+    #[serde(default)]
+    routes: Vec<RouteEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct XdpSection {
+    #[serde(default = "default_ports")]
+    sip_ports: Vec<u16>,
+    #[serde(default = "default_max_routes")]
+    max_routes: u32,
+}
+
+impl Default for XdpSection {
+    fn default() -> Self {
+        Self { sip_ports: default_ports(), max_routes: default_max_routes() }
+    }
+}
+
+fn default_ports() -> Vec<u16> {
+    vec![DEFAULT_SIP_PORT]
+}
+
+fn default_max_routes() -> u32 {
+    DEFAULT_MAX_ROUTES
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerEntry {
+    name: String,
+    address: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteEntry {
+    number: String,
+    peer: String,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub sip_ports: Vec<u16>,
+    pub max_routes: u32,
+    /// Peer id (index into `PEERS`) is the position in this list.
+    pub peers: Vec<Peer>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub number: String,
+    pub key: RouteKey,
+    pub peer_id: u32,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: File = toml::from_str(text)?;
+        let ports = file.xdp.sip_ports;
+        if ports.is_empty() || ports.len() > MAX_SIP_PORTS {
+            bail!("xdp.sip_ports: between 1 and {MAX_SIP_PORTS} ports, got {}", ports.len());
+        }
+        if ports.contains(&0) {
+            bail!("xdp.sip_ports: port 0 is not a port");
+        }
+        if file.xdp.max_routes == 0 {
+            bail!("xdp.max_routes: must be at least 1");
+        }
+        if file.peers.len() > MAX_PEERS as usize {
+            bail!("peers: at most {MAX_PEERS} peers, got {}", file.peers.len());
+        }
+        let mut peer_ids = HashMap::new();
+        for (id, peer) in file.peers.iter().enumerate() {
+            if peer.address.port() == 0 {
+                bail!("peers[{id}].address: port 0 for peer '{}'", peer.name);
+            }
+            if peer_ids.insert(peer.name.as_str(), id as u32).is_some() {
+                bail!("peers[{id}].name: duplicate peer '{}'", peer.name);
+            }
+        }
+        let mut seen = HashMap::new();
+        let mut routes = Vec::with_capacity(file.routes.len());
+        for (i, route) in file.routes.iter().enumerate() {
+            let key = normalize_number(route.number.as_bytes())
+                .map_err(|e| anyhow::anyhow!("routes[{i}].number '{}': {e}", route.number))?;
+            let Some(&peer_id) = peer_ids.get(route.peer.as_str()) else {
+                bail!("routes[{i}].peer: no peer named '{}'", route.peer);
+            };
+            if let Some(first) = seen.insert(key, i) {
+                bail!("routes[{i}].number '{}': same number as routes[{first}]", route.number);
+            }
+            routes.push(Route { number: route.number.clone(), key, peer_id });
+        }
+        if routes.len() > file.xdp.max_routes as usize {
+            bail!("routes: {} routes exceed xdp.max_routes = {}", routes.len(), file.xdp.max_routes);
+        }
+        let peers = file
+            .peers
+            .into_iter()
+            .map(|p| Peer { name: p.name, address: p.address })
+            .collect();
+        Ok(Self { sip_ports: ports, max_routes: file.xdp.max_routes, peers, routes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [xdp]
+        sip_ports = [5060, 5080]
+
+        [[peers]]
+        name = "alice-pbx"
+        address = "198.51.100.2:5060"
+
+        [[peers]]
+        name = "v6-pbx"
+        address = "[2001:db8:e::2]:5060"
+
+        [[routes]]
+        number = "+1 555 010 0001"
+        peer = "alice-pbx"
+
+        [[routes]]
+        number = "0044 20 7946 0000"
+        peer = "v6-pbx"
+    "#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let config = Config::parse(GOOD).unwrap();
+        assert_eq!(config.sip_ports, [5060, 5080]);
+        assert_eq!(config.max_routes, DEFAULT_MAX_ROUTES);
+        assert_eq!(config.peers.len(), 2);
+        assert_eq!(config.routes[0].key, normalize_number(b"15550100001").unwrap());
+        assert_eq!(config.routes[1].peer_id, 1);
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.sip_ports, [DEFAULT_SIP_PORT]);
+        assert!(config.routes.is_empty());
+    }
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let peer = "[[peers]]\nname = \"p\"\naddress = \"198.51.100.2:5060\"\n";
+        let cases = [
+            ("[xdp]\nsip_ports = []", "xdp.sip_ports"),
+            ("[xdp]\nsip_ports = [0]", "xdp.sip_ports"),
+            ("[xdp]\nmax_routes = 0", "xdp.max_routes"),
+            ("[[routes]]\nnumber = \"1\"\npeer = \"nobody\"", "routes[0].peer"),
+            (&format!("{peer}[[routes]]\nnumber = \"alice\"\npeer = \"p\""), "routes[0].number"),
+            (&format!("{peer}{peer}"), "peers[1].name"),
+            (
+                &format!("{peer}[[routes]]\nnumber=\"+1\"\npeer=\"p\"\n[[routes]]\nnumber=\"1\"\npeer=\"p\""),
+                "routes[1].number",
+            ),
+            ("[[peers]]\nname = \"p\"\naddress = \"not an address\"", "address"),
+            ("bogus = 1", "bogus"),
+        ];
+        for (text, key) in cases {
+            let error = error_of(text);
+            assert!(error.contains(key), "{text:?}: error {error:?} does not name {key}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The fastpath daemon as a library: the CLI in `main.rs` and the integration tests share it.
+
+pub mod config;
+pub mod maps;
+pub mod stats;
+pub mod xdp;
+
+/// The XDP object built by `build.rs` from `fastpath-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath"));

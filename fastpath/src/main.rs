@@ -1,0 +1,171 @@
+//! `fastpath`: the SIP edge gateway daemon and its command line.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fastpath::{config::Config, maps, stats::Counters, xdp};
+use fastpath_common::maps::PIN_DIR;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(version, about = "eBPF/XDP-accelerated SIP edge gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the XDP fast path, fill its routes from the config, and run until SIGTERM.
+    Run {
+        /// Interface to attach to (repeat for several; the fast path may redirect between them).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        /// TOML configuration file (peers, static routes, SIP ports).
+        #[arg(long, env = "FASTPATH_CONFIG")]
+        config: PathBuf,
+        /// Leave the program attached and forwarding when the daemon exits.
+        #[arg(long)]
+        keep_attached: bool,
+        /// XDP attach mode.
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: xdp::Mode,
+        /// Where maps and links are pinned.
+        #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
+        pin_dir: PathBuf,
+    },
+    /// Print the XDP outcome counters of the loaded fast path.
+    Stats {
+        #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
+        pin_dir: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach a program left forwarding by `run --keep-attached`.
+    Detach {
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
+        pin_dir: PathBuf,
+        /// Also remove the pinned maps (routes, counters): the next start begins empty.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("fastpath: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { ifaces, config, keep_attached, xdp_mode, pin_dir } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(daemon(ifaces, config, keep_attached, xdp_mode, pin_dir))
+        }
+        Command::Stats { pin_dir, json } => {
+            let counters = Counters::read_pinned(&pin_dir)?;
+            if json {
+                println!("{}", counters.to_json());
+            } else {
+                print!("{counters}");
+            }
+            Ok(())
+        }
+        Command::Detach { ifaces, pin_dir, purge } => {
+            for iface in &ifaces {
+                xdp::detach_pinned(&pin_dir, iface)?;
+                println!("detached {iface}");
+            }
+            if purge {
+                std::fs::remove_dir_all(&pin_dir)
+                    .with_context(|| format!("removing {}", pin_dir.display()))?;
+                println!("removed {}", pin_dir.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn daemon(
+    ifaces: Vec<String>,
+    config: Config,
+    keep_attached: bool,
+    mode: xdp::Mode,
+    pin_dir: PathBuf,
+) -> anyhow::Result<()> {
+    let mut ebpf = xdp::load(&pin_dir, config.max_routes)?;
+    match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => {
+            tokio::spawn(forward_ebpf_logs(logger));
+        }
+        Err(error) => warn!(%error, "eBPF logs unavailable"),
+    }
+    let generation = now_generation();
+    let report = maps::apply_config(&mut ebpf, &config, generation)?;
+    info!(routes = report.routes, removed = report.removed, peers = report.peers, "routes synced");
+
+    let mut attachments = Vec::new();
+    for iface in &ifaces {
+        let attachment = xdp::attach(&mut ebpf, iface, mode, &pin_dir)?;
+        info!(iface, ifindex = attachment.ifindex, mode = ?attachment.mode, "attached");
+        attachments.push(attachment);
+    }
+    let ifindexes: Vec<u32> = attachments.iter().map(|a| a.ifindex).collect();
+    maps::set_egress(&mut ebpf, &ifindexes)?;
+    info!(pin_dir = %pin_dir.display(), "fast path running");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = interrupt.recv() => info!("SIGINT"),
+    }
+    if let Ok(counters) = Counters::read_pinned(&pin_dir) {
+        info!(counters = %counters.to_json(), "final counters");
+    }
+    for attachment in attachments {
+        if keep_attached {
+            attachment.keep();
+        } else {
+            attachment.detach()?;
+        }
+    }
+    Ok(())
+}
+
+/// Generations only need to differ between daemon runs.
+fn now_generation() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32)
+}
+
+async fn forward_ebpf_logs<T: log::Log>(logger: aya_log::EbpfLogger<T>) {
+    let Ok(mut fd) = AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else { return };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

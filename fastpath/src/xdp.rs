@@ -1,0 +1,163 @@
+//! Loading the XDP program, pinning its maps and links, attaching it to interfaces.
+
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use fastpath_common::maps;
+use tracing::{info, warn};
+
+/// The program's name in the object (the `#[xdp]` function).
+pub const PROGRAM: &str = "fastpath";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// How to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Native (driver) mode, falling back to generic with a warning.
+    Auto,
+    Native,
+    Generic,
+}
+
+/// Loads the program with its maps pinned in `pin_dir`: maps already pinned there (by an
+/// earlier run) are adopted, so their contents survive restarts and upgrades.
+pub fn load(pin_dir: &Path, max_routes: u32) -> anyhow::Result<Ebpf> {
+    ensure_bpffs(pin_dir)?;
+    std::fs::create_dir_all(pin_dir)
+        .with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .map_max_entries(maps::ROUTES, max_routes)
+        .load(crate::EBPF_OBJECT)
+        .context("loading the XDP object (a ROUTES map pinned with another size? see `fastpath detach --purge`)")?;
+    program(&mut ebpf)?.load().context("the verifier rejected the XDP program")?;
+    Ok(ebpf)
+}
+
+pub fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
+    let program = ebpf.program_mut(PROGRAM).context("XDP program missing from the object")?;
+    Ok(program.try_into()?)
+}
+
+/// The program attached to one interface through a pinned bpf_link: it keeps forwarding if
+/// the daemon dies, and the next daemon adopts it without a gap.
+pub struct Attachment {
+    pub iface: String,
+    pub ifindex: u32,
+    pub mode: XdpMode,
+    link: PinnedLink,
+    pin_path: PathBuf,
+}
+
+pub fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link-{iface}"))
+}
+
+pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: Mode, pin_dir: &Path) -> anyhow::Result<Attachment> {
+    let ifindex = ifindex(iface)?;
+    let pin_path = link_pin_path(pin_dir, iface);
+    let program = program(ebpf)?;
+    let (link_id, used_mode) = if pin_path.exists() {
+        // Atomically swap our program into the link a previous daemon left pinned.
+        let old = PinnedLink::from_pin(&pin_path)
+            .with_context(|| format!("cannot open pinned link {}", pin_path.display()))?;
+        let fd_link = old.unpin().context("unpinning the previous link")?;
+        let xdp_link = XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?;
+        let id = program.attach_to_link(xdp_link).context("replacing the program in the pinned link")?;
+        info!(iface, "adopted the pinned XDP link; program replaced without a gap");
+        (id, XdpMode::Default)
+    } else {
+        attach_new(program, iface, mode)?
+    };
+    let fd_link: FdLink = program.take_link(link_id)?.try_into().context("XDP link is not a bpf_link")?;
+    let link = fd_link
+        .pin(&pin_path)
+        .with_context(|| format!("cannot pin link at {}", pin_path.display()))?;
+    Ok(Attachment { iface: iface.to_owned(), ifindex, mode: used_mode, link, pin_path })
+}
+
+fn attach_new(program: &mut Xdp, iface: &str, mode: Mode) -> anyhow::Result<(aya::programs::xdp::XdpLinkId, XdpMode)> {
+    match mode {
+        Mode::Native => Ok((program_attach(program, iface, XdpMode::Driver)?, XdpMode::Driver)),
+        Mode::Generic => Ok((program_attach(program, iface, XdpMode::Skb)?, XdpMode::Skb)),
+        Mode::Auto => match program_attach(program, iface, XdpMode::Driver) {
+            Ok(id) => Ok((id, XdpMode::Driver)),
+            Err(error) => {
+                warn!(iface, %error, "native XDP unavailable, falling back to generic mode (slower)");
+                Ok((program_attach(program, iface, XdpMode::Skb)?, XdpMode::Skb))
+            }
+        },
+    }
+}
+
+fn program_attach(program: &mut Xdp, iface: &str, mode: XdpMode) -> anyhow::Result<aya::programs::xdp::XdpLinkId> {
+    program.attach(iface, mode).with_context(|| format!("attaching XDP ({mode:?}) to {iface}"))
+}
+
+impl Attachment {
+    /// Leaves the program forwarding after we exit (`--keep-attached`).
+    pub fn keep(self) {
+        info!(iface = %self.iface, pin = %self.pin_path.display(), "left attached");
+        // Closing our fd leaves the pin as the link's owner: it stays attached.
+        drop(self.link);
+    }
+
+    /// Detaches the program from the interface.
+    pub fn detach(self) -> anyhow::Result<()> {
+        let link = self.link.unpin().context("unpinning the link")?;
+        drop(link); // the last reference to the bpf_link: the kernel detaches it
+        info!(iface = %self.iface, "detached");
+        Ok(())
+    }
+}
+
+/// Removes a link left by `--keep-attached`, detaching the program from `iface`.
+pub fn detach_pinned(pin_dir: &Path, iface: &str) -> anyhow::Result<()> {
+    let path = link_pin_path(pin_dir, iface);
+    let link = PinnedLink::from_pin(&path)
+        .with_context(|| format!("no pinned fastpath link for {iface} at {}", path.display()))?;
+    drop(link.unpin()?);
+    Ok(())
+}
+
+pub fn ifindex(iface: &str) -> anyhow::Result<u32> {
+    let name = CString::new(iface).context("interface name contains NUL")?;
+    // SAFETY: `name` is a valid C string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        bail!("no interface named {iface}");
+    }
+    Ok(index)
+}
+
+/// Pinning needs a bpf filesystem; say how to get one rather than fail obscurely.
+fn ensure_bpffs(pin_dir: &Path) -> anyhow::Result<()> {
+    let mut probe = pin_dir;
+    while !probe.exists() {
+        probe = probe.parent().context("pin directory has no existing parent")?;
+    }
+    let path = CString::new(probe.as_os_str().as_encoded_bytes()).context("pin path contains NUL")?;
+    // SAFETY: zeroed statfs is a valid out-buffer; `path` is a valid C string.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 {
+        bail!("cannot stat {}: {}", probe.display(), std::io::Error::last_os_error());
+    }
+    if fs.f_type as i64 != BPF_FS_MAGIC {
+        bail!(
+            "{} is not on a bpf filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf` (or run `cargo xtask setup`)",
+            probe.display()
+        );
+    }
+    Ok(())
+}

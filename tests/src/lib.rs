@@ -1,0 +1,15 @@
+//! Test support for fastpath: network-namespace topologies (DESIGN.md §5), SIPp
+//! drivers, process guards, and Ethernet frame builders for `BPF_PROG_TEST_RUN`.
+//!
+//! Everything that touches the network needs root and runs only inside namespaces
+//! created by [`netns::Topology`].
+
+pub mod netns;
+pub mod packet;
+pub mod process;
+pub mod sipp;
+
+pub use netns::{Host, Iface, Topology};
+pub use packet::FrameSpec;
+pub use process::ChildGuard;
+pub use sipp::{UacReport, Uas, UasReport, uac_call};

@@ -1,0 +1,340 @@
+//! SIPp (Debian's `sip-tester`) as the caller's UAC and the peer's / carrier's UAS,
+//! each run inside a namespace of a [`Topology`], in the foreground, under a guard.
+//!
+//! Results come from SIPp's statistics file (`-trace_stat`): a `;`-separated CSV whose
+//! first line names the columns and whose last line, written at exit, holds the
+//! cumulative counters (`…(C)` columns).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use tempfile::TempDir;
+
+use crate::netns::{Host, Topology};
+use crate::process::ChildGuard;
+
+/// INVITE, optional 100/180, 200, ACK with the INVITE's Request-URI; no BYE.
+pub const UAC_SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/uac_invite.xml");
+/// INVITE in, 180, 200, ACK in.
+pub const UAS_SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/uas_answer.xml");
+
+/// Cumulative counters in SIPp's statistics file.
+pub const STAT_INCOMING: &str = "IncomingCall(C)";
+pub const STAT_OUTGOING: &str = "OutgoingCall(C)";
+pub const STAT_SUCCESSFUL: &str = "SuccessfulCall(C)";
+pub const STAT_FAILED: &str = "FailedCall(C)";
+
+/// Slack on top of SIPp's own `-timeout` before its guard kills it.
+const EXIT_SLACK: Duration = Duration::from_secs(5);
+/// How long a UAS may take to open its socket.
+const BIND_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UasReport {
+    /// INVITEs that started a call.
+    pub calls_received: u64,
+    /// Calls that reached the end of the scenario (the ACK arrived).
+    pub successful: u64,
+    pub failed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UacReport {
+    /// Calls placed (INVITEs sent, not counting retransmissions).
+    pub created: u64,
+    /// Calls that got their 200 and sent the ACK.
+    pub successful: u64,
+    /// All others: failed, or still open when SIPp's global timeout struck.
+    pub failed: u64,
+}
+
+/// A SIPp UAS answering calls in one namespace until [`Uas::finish`], `max_calls`
+/// calls, or its timeout.
+#[derive(Debug)]
+pub struct Uas {
+    guard: ChildGuard,
+    run: RunDir,
+    deadline: Instant,
+}
+
+impl Uas {
+    /// Starts the UAS bound to `bind_ip:port` in `host`'s namespace and returns once
+    /// its socket is open. It exits by itself after `max_calls` calls or `timeout`.
+    pub fn start(
+        topology: &Topology,
+        host: Host,
+        bind_ip: IpAddr,
+        port: u16,
+        max_calls: u32,
+        timeout: Duration,
+    ) -> Result<Uas> {
+        let run = RunDir::new("uas")?;
+        let mut args = common_args(UAS_SCENARIO, bind_ip, max_calls, timeout, &run);
+        args.extend(["-p".into(), port.to_string()]);
+        let mut guard = run.spawn(topology, host, &args)?;
+        wait_until_bound(&mut guard, &run, port)?;
+        Ok(Uas {
+            guard,
+            run,
+            deadline: Instant::now() + timeout + EXIT_SLACK,
+        })
+    }
+
+    /// The SIP messages the UAS has sent and received so far (SIPp's `-trace_msg` log).
+    pub fn messages(&self) -> Result<String> {
+        self.run.read("messages.log")
+    }
+
+    /// Stops the UAS gracefully (SIGUSR1: no new calls, let open calls end) and
+    /// reports its counters.
+    pub fn finish(mut self) -> Result<UasReport> {
+        if self.guard.try_wait()?.is_none() {
+            self.guard.signal(libc::SIGUSR1)?;
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let status = self
+            .guard
+            .wait_timeout(left.max(Duration::from_secs(1)))?
+            .with_context(|| format!("SIPp UAS did not stop; {}", self.run.stderr_tail()))?;
+        self.run.check_exit(status)?;
+        let stats = self.run.stats()?;
+        Ok(UasReport {
+            calls_received: stats.get(STAT_INCOMING)?,
+            successful: stats.get(STAT_SUCCESSFUL)?,
+            failed: stats.get(STAT_FAILED)?,
+        })
+    }
+}
+
+/// Places `calls` calls at `rate` calls/s from `local_ip` in `host`'s namespace to
+/// `number` at `remote` (Request-URI `sip:NUMBER@REMOTE`), and waits for them to end.
+/// Unanswered calls fail after 3 s (see the scenario); SIPp stops after `timeout` in
+/// any case. Failed calls are reported, not an error; a SIPp that cannot run is.
+#[allow(clippy::too_many_arguments)] // mirrors SIPp's own command line
+pub fn uac_call(
+    topology: &Topology,
+    host: Host,
+    local_ip: IpAddr,
+    remote: SocketAddr,
+    number: &str,
+    calls: u32,
+    rate: u32,
+    timeout: Duration,
+) -> Result<UacReport> {
+    ensure!(calls > 0 && rate > 0, "calls and rate must be positive");
+    let run = RunDir::new("uac")?;
+    let mut args = common_args(UAC_SCENARIO, local_ip, calls, timeout, &run);
+    // SocketAddr's Display already writes `[v6]:port`, which is what SIPp expects.
+    args.extend([
+        "-s".into(),
+        number.into(),
+        "-r".into(),
+        rate.to_string(),
+        "-timeout_error".into(),
+        remote.to_string(),
+    ]);
+    let mut guard = run.spawn(topology, host, &args)?;
+    let status = guard
+        .wait_timeout(timeout + EXIT_SLACK)?
+        .with_context(|| format!("SIPp UAC did not stop; {}", run.stderr_tail()))?;
+    // -timeout_error makes a run cut short by the global timeout exit 255, like a
+    // fatal error; the statistics file tells the two apart.
+    let stats = match run.check_exit(status) {
+        Ok(()) => run.stats()?,
+        Err(e) => run.stats().map_err(|_| e)?,
+    };
+    let created = stats.get(STAT_OUTGOING)?;
+    let successful = stats.get(STAT_SUCCESSFUL)?;
+    Ok(UacReport {
+        created,
+        successful,
+        failed: created.saturating_sub(successful),
+    })
+}
+
+/// Arguments both roles share. `-nd`: an aborted call ends quietly, without the
+/// CANCEL or BYE that SIPp would otherwise send through the gateway.
+fn common_args(
+    scenario: &str,
+    ip: IpAddr,
+    max_calls: u32,
+    timeout: Duration,
+    run: &RunDir,
+) -> Vec<String> {
+    let secs = timeout.as_secs_f64().ceil().max(1.0);
+    let mut args: Vec<String> = vec!["sipp".into(), "-sf".into(), scenario.into()];
+    args.extend(
+        [
+            "-i", // a v6 address goes bare here; SIPp brackets it in messages
+            &ip.to_string(),
+            "-bind_local", // send from and listen on exactly this address
+            "-m",
+            &max_calls.to_string(),
+            "-timeout",
+            &format!("{secs}s"),
+            "-nd",
+            "-nostdin",
+            "-trace_stat",
+            "-stf",
+            &run.path("stats.csv"),
+            "-fd",
+            "1",
+            "-trace_msg",
+            "-message_file",
+            &run.path("messages.log"),
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+/// Waits until the UAS has its UDP socket open, reading `/proc/PID/net/udp{,6}`,
+/// which shows the sockets of the process's own namespace.
+fn wait_until_bound(guard: &mut ChildGuard, run: &RunDir, port: u16) -> Result<()> {
+    let needle = format!(":{port:04X}");
+    let deadline = Instant::now() + BIND_WAIT;
+    while Instant::now() < deadline {
+        if let Some(status) = guard.try_wait()? {
+            bail!("SIPp UAS exited at start ({status}); {}", run.stderr_tail());
+        }
+        let bound = ["udp", "udp6"].iter().any(|t| {
+            fs::read_to_string(format!("/proc/{}/net/{t}", guard.pid()))
+                // Skip the header; the local address is the second column.
+                .map(|s| {
+                    s.lines().skip(1).any(|l| {
+                        l.split_whitespace()
+                            .nth(1)
+                            .is_some_and(|a| a.ends_with(&needle))
+                    })
+                })
+                .unwrap_or(false)
+        });
+        if bound {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("SIPp UAS did not bind port {port}; {}", run.stderr_tail())
+}
+
+/// A scratch directory for one SIPp run: its working directory, logs and stats.
+#[derive(Debug)]
+struct RunDir {
+    dir: TempDir,
+    role: &'static str,
+}
+
+impl RunDir {
+    fn new(role: &'static str) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("fastpath-sipp-{role}-"))
+            .tempdir()
+            .context("creating a SIPp run directory")?;
+        Ok(Self { dir, role })
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    fn spawn(&self, topology: &Topology, host: Host, args: &[String]) -> Result<ChildGuard> {
+        let file = |name: &str| -> Result<File> {
+            File::create(self.dir.path().join(name)).with_context(|| format!("creating {name}"))
+        };
+        let mut cmd = topology.command(host, args);
+        // SIPp's screen goes to a file: a terminal is not needed in the foreground.
+        cmd.current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(file("stdout.log")?)
+            .stderr(file("stderr.log")?);
+        ChildGuard::spawn(&mut cmd).with_context(|| format!("starting SIPp {}", self.role))
+    }
+
+    fn read(&self, name: &str) -> Result<String> {
+        let p = self.dir.path().join(name);
+        fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    }
+
+    fn stderr_tail(&self) -> String {
+        let err = self.read("stderr.log").unwrap_or_default();
+        let lines: Vec<&str> = err.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(5)..];
+        format!("SIPp {} stderr: {}", self.role, tail.join(" | "))
+    }
+
+    /// SIPp exits 0 when all calls succeeded, 1 when some failed, 97 when told to
+    /// stop, 99 when it ended without calls: all normal ends of a run.
+    fn check_exit(&self, status: ExitStatus) -> Result<()> {
+        match status.code() {
+            Some(0 | 1 | 97 | 99) => Ok(()),
+            _ => bail!(
+                "SIPp {} ended with {status}; {}",
+                self.role,
+                self.stderr_tail()
+            ),
+        }
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        Stats::parse(&self.read("stats.csv")?)
+            .with_context(|| format!("SIPp {} statistics", self.role))
+    }
+}
+
+/// The last row of a SIPp statistics file, by column name.
+#[derive(Debug)]
+struct Stats(HashMap<String, String>);
+
+impl Stats {
+    fn parse(csv: &str) -> Result<Self> {
+        let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+        let header = lines.next().context("empty statistics file")?;
+        let last = lines
+            .next_back()
+            .context("statistics file has no data row")?;
+        let row = header
+            .split(';')
+            .zip(last.split(';'))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok(Stats(row))
+    }
+
+    fn get(&self, column: &str) -> Result<u64> {
+        let v = self
+            .0
+            .get(column)
+            .with_context(|| format!("no column {column}"))?;
+        v.parse().with_context(|| format!("{column} = {v:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn parses_stats_by_header_name() -> Result<()> {
+        let csv = "StartTime;IncomingCall(C);SuccessfulCall(C);FailedCall(C);\n\
+                   2026-01-01\t00:00:00;0;0;0;\n\
+                   2026-01-01\t00:00:01;5;4;1;\n";
+        let s = Stats::parse(csv)?;
+        assert_eq!(s.get(STAT_INCOMING)?, 5);
+        assert_eq!(s.get(STAT_SUCCESSFUL)?, 4);
+        assert_eq!(s.get(STAT_FAILED)?, 1);
+        assert!(s.get(STAT_OUTGOING).is_err());
+        assert!(Stats::parse("StartTime;IncomingCall(C);\n").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn scenarios_exist() {
+        assert!(Path::new(UAC_SCENARIO).is_file());
+        assert!(Path::new(UAS_SCENARIO).is_file());
+    }
+}
