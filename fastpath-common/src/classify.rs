@@ -136,7 +136,11 @@ impl<const N: usize> Line<'_, N> {
         let mut k = 0;
         while k < text.len() {
             let Ok(c) = self.at(i + k) else { return false };
-            let c = if fold && c.is_ascii_uppercase() { c | 0x20 } else { c };
+            let c = if fold && c.is_ascii_uppercase() {
+                c | 0x20
+            } else {
+                c
+            };
             if c != text[k] {
                 return false;
             }
@@ -207,7 +211,9 @@ impl<const N: usize> Line<'_, N> {
                     b' ' => return Ok((key, i)),
                     // Escaped headers (`?Route=`), brackets, quotes and control bytes have
                     // no place in a Request-URI host part.
-                    b'?' | b'<' | b'>' | b'"' | 0..=0x1f | 0x7f => return Err(PassReason::Malformed),
+                    b'?' | b'<' | b'>' | b'"' | 0..=0x1f | 0x7f => {
+                        return Err(PassReason::Malformed);
+                    }
                     _ => {}
                 }
                 i += 1;

@@ -97,7 +97,9 @@ mod tests {
 
     #[test]
     fn empty_config_means_5060() {
-        let empty = Config { sip_ports: [0; MAX_SIP_PORTS] };
+        let empty = Config {
+            sip_ports: [0; MAX_SIP_PORTS],
+        };
         assert!(empty.is_sip_port(5060));
         assert!(!empty.is_sip_port(5061));
         assert!(!empty.is_sip_port(0));

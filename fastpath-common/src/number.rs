@@ -173,9 +173,18 @@ mod tests {
     fn bad_numbers_are_refused() {
         assert_eq!(normalize_number(b""), Err(NumberError::Empty));
         assert_eq!(normalize_number(b"+"), Err(NumberError::Empty));
-        assert_eq!(normalize_number(b"1234567890123456"), Err(NumberError::TooLong));
-        assert_eq!(normalize_number(b"12+3"), Err(NumberError::InvalidCharacter(b'+')));
-        assert_eq!(normalize_number(b"alice"), Err(NumberError::InvalidCharacter(b'a')));
+        assert_eq!(
+            normalize_number(b"1234567890123456"),
+            Err(NumberError::TooLong)
+        );
+        assert_eq!(
+            normalize_number(b"12+3"),
+            Err(NumberError::InvalidCharacter(b'+'))
+        );
+        assert_eq!(
+            normalize_number(b"alice"),
+            Err(NumberError::InvalidCharacter(b'a'))
+        );
         assert!(normalize_number(b"123456789012345").is_ok());
     }
 

@@ -412,7 +412,7 @@ fn at_most_fifteen_digits() {
         ("sip:0000000000000000@example.com", pass(TooManyDigits)),
         ("sip:+1-234-567-890-123-456@example.com", pass(TooManyDigits)),
         ("sip:123456789012345%36@example.com", pass(TooManyDigits)),
-        ("sip:12345678901234567890123456789012345678901234567890@example.com", pass(TooManyDigits)),
+        ("sip:12345678901234567890123@example.com", pass(TooManyDigits)),
         ("tel:1234567890123456", pass(TooManyDigits)),
         ("tel:+1-234-567-890-123-456-789", pass(TooManyDigits)),
     ]);
@@ -659,10 +659,7 @@ fn request_line_must_end_within_the_scan_window() {
 #[test]
 fn every_prefix_of_a_valid_line_passes() {
     let lines = [
-        message(
-            "INVITE",
-            "sip:+1-555-010-0001@gw.example.net:5060;user=phone",
-        ),
+        message("INVITE", "sip:+1-555-010-0001@gw.example.net;user=phone"),
         message("ACK", "tel:%2B15550100001"),
         message("CANCEL", "sips:15550100001@[2001:db8::1]"),
         line_of_len(SCAN_LEN),

@@ -33,7 +33,10 @@ struct XdpSection {
 
 impl Default for XdpSection {
     fn default() -> Self {
-        Self { sip_ports: default_ports(), max_routes: default_max_routes() }
+        Self {
+            sip_ports: default_ports(),
+            max_routes: default_max_routes(),
+        }
     }
 }
 
@@ -93,7 +96,10 @@ impl Config {
         let file: File = toml::from_str(text)?;
         let ports = file.xdp.sip_ports;
         if ports.is_empty() || ports.len() > MAX_SIP_PORTS {
-            bail!("xdp.sip_ports: between 1 and {MAX_SIP_PORTS} ports, got {}", ports.len());
+            bail!(
+                "xdp.sip_ports: between 1 and {MAX_SIP_PORTS} ports, got {}",
+                ports.len()
+            );
         }
         if ports.contains(&0) {
             bail!("xdp.sip_ports: port 0 is not a port");
@@ -122,19 +128,38 @@ impl Config {
                 bail!("routes[{i}].peer: no peer named '{}'", route.peer);
             };
             if let Some(first) = seen.insert(key, i) {
-                bail!("routes[{i}].number '{}': same number as routes[{first}]", route.number);
+                bail!(
+                    "routes[{i}].number '{}': same number as routes[{first}]",
+                    route.number
+                );
             }
-            routes.push(Route { number: route.number.clone(), key, peer_id });
+            routes.push(Route {
+                number: route.number.clone(),
+                key,
+                peer_id,
+            });
         }
         if routes.len() > file.xdp.max_routes as usize {
-            bail!("routes: {} routes exceed xdp.max_routes = {}", routes.len(), file.xdp.max_routes);
+            bail!(
+                "routes: {} routes exceed xdp.max_routes = {}",
+                routes.len(),
+                file.xdp.max_routes
+            );
         }
         let peers = file
             .peers
             .into_iter()
-            .map(|p| Peer { name: p.name, address: p.address })
+            .map(|p| Peer {
+                name: p.name,
+                address: p.address,
+            })
             .collect();
-        Ok(Self { sip_ports: ports, max_routes: file.xdp.max_routes, peers, routes })
+        Ok(Self {
+            sip_ports: ports,
+            max_routes: file.xdp.max_routes,
+            peers,
+            routes,
+        })
     }
 }
 
@@ -169,7 +194,10 @@ mod tests {
         assert_eq!(config.sip_ports, [5060, 5080]);
         assert_eq!(config.max_routes, DEFAULT_MAX_ROUTES);
         assert_eq!(config.peers.len(), 2);
-        assert_eq!(config.routes[0].key, normalize_number(b"15550100001").unwrap());
+        assert_eq!(
+            config.routes[0].key,
+            normalize_number(b"15550100001").unwrap()
+        );
         assert_eq!(config.routes[1].peer_id, 1);
     }
 
@@ -191,19 +219,33 @@ mod tests {
             ("[xdp]\nsip_ports = []", "xdp.sip_ports"),
             ("[xdp]\nsip_ports = [0]", "xdp.sip_ports"),
             ("[xdp]\nmax_routes = 0", "xdp.max_routes"),
-            ("[[routes]]\nnumber = \"1\"\npeer = \"nobody\"", "routes[0].peer"),
-            (&format!("{peer}[[routes]]\nnumber = \"alice\"\npeer = \"p\""), "routes[0].number"),
+            (
+                "[[routes]]\nnumber = \"1\"\npeer = \"nobody\"",
+                "routes[0].peer",
+            ),
+            (
+                &format!("{peer}[[routes]]\nnumber = \"alice\"\npeer = \"p\""),
+                "routes[0].number",
+            ),
             (&format!("{peer}{peer}"), "peers[1].name"),
             (
-                &format!("{peer}[[routes]]\nnumber=\"+1\"\npeer=\"p\"\n[[routes]]\nnumber=\"1\"\npeer=\"p\""),
+                &format!(
+                    "{peer}[[routes]]\nnumber=\"+1\"\npeer=\"p\"\n[[routes]]\nnumber=\"1\"\npeer=\"p\""
+                ),
                 "routes[1].number",
             ),
-            ("[[peers]]\nname = \"p\"\naddress = \"not an address\"", "address"),
+            (
+                "[[peers]]\nname = \"p\"\naddress = \"not an address\"",
+                "address",
+            ),
             ("bogus = 1", "bogus"),
         ];
         for (text, key) in cases {
             let error = error_of(text);
-            assert!(error.contains(key), "{text:?}: error {error:?} does not name {key}");
+            assert!(
+                error.contains(key),
+                "{text:?}: error {error:?} does not name {key}"
+            );
         }
     }
 }

@@ -62,8 +62,7 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -75,9 +74,17 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { ifaces, config, keep_attached, xdp_mode, pin_dir } => {
+        Command::Run {
+            ifaces,
+            config,
+            keep_attached,
+            xdp_mode,
+            pin_dir,
+        } => {
             let config = Config::load(&config)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(daemon(ifaces, config, keep_attached, xdp_mode, pin_dir))
         }
         Command::Stats { pin_dir, json } => {
@@ -89,7 +96,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Detach { ifaces, pin_dir, purge } => {
+        Command::Detach {
+            ifaces,
+            pin_dir,
+            purge,
+        } => {
             for iface in &ifaces {
                 xdp::detach_pinned(&pin_dir, iface)?;
                 println!("detached {iface}");
@@ -120,7 +131,12 @@ async fn daemon(
     }
     let generation = now_generation();
     let report = maps::apply_config(&mut ebpf, &config, generation)?;
-    info!(routes = report.routes, removed = report.removed, peers = report.peers, "routes synced");
+    info!(
+        routes = report.routes,
+        removed = report.removed,
+        peers = report.peers,
+        "routes synced"
+    );
 
     let mut attachments = Vec::new();
     for iface in &ifaces {
@@ -163,7 +179,9 @@ async fn forward_ebpf_logs<T: log::Log>(logger: aya_log::EbpfLogger<T>) {
         return;
     };
     loop {
-        let Ok(mut guard) = fd.readable_mut().await else { return };
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
         guard.get_inner_mut().flush();
         guard.clear_ready();
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -9,7 +9,9 @@ use aya::{
 };
 use fastpath_common::{
     RouteKey,
-    maps::{self, FAMILY_IPV4, FAMILY_IPV6, MAX_PEERS, MAX_SIP_PORTS, PEER_UP, PeerValue, RouteValue},
+    maps::{
+        self, FAMILY_IPV4, FAMILY_IPV6, MAX_PEERS, MAX_SIP_PORTS, PEER_UP, PeerValue, RouteValue,
+    },
 };
 
 use crate::config::{Config, Peer};
@@ -24,51 +26,79 @@ pub struct SyncReport {
 
 /// Makes `CONFIG`, `PEERS` and `ROUTES` say exactly what `config` says: entries that are
 /// not in it (left by an earlier run, or written behind our back) are removed.
-pub fn apply_config(ebpf: &mut Ebpf, config: &Config, generation: u32) -> anyhow::Result<SyncReport> {
+pub fn apply_config(
+    ebpf: &mut Ebpf,
+    config: &Config,
+    generation: u32,
+) -> anyhow::Result<SyncReport> {
     let mut ports = [0u16; MAX_SIP_PORTS];
     ports[..config.sip_ports.len()].copy_from_slice(&config.sip_ports);
     let mut settings: Array<_, maps::Config> = Array::try_from(map(ebpf, maps::CONFIG)?)?;
-    settings.set(0, maps::Config { sip_ports: ports }, 0).context("writing CONFIG")?;
+    settings
+        .set(0, maps::Config { sip_ports: ports }, 0)
+        .context("writing CONFIG")?;
 
     let mut peers: Array<_, PeerValue> = Array::try_from(map(ebpf, maps::PEERS)?)?;
     for id in 0..MAX_PEERS {
         let value = config.peers.get(id as usize).map_or(EMPTY_PEER, peer_value);
         if peers.get(&id, 0)? != value {
-            peers.set(id, value, 0).with_context(|| format!("writing PEERS[{id}]"))?;
+            peers
+                .set(id, value, 0)
+                .with_context(|| format!("writing PEERS[{id}]"))?;
         }
     }
 
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(map(ebpf, maps::ROUTES)?)?;
     let wanted: HashSet<RouteKey> = config.routes.iter().map(|r| r.key).collect();
-    let stale: Vec<RouteKey> =
-        routes.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+    let stale: Vec<RouteKey> = routes
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains(k))
+        .collect();
     for key in &stale {
         routes.remove(key).context("removing a stale route")?;
     }
     for route in &config.routes {
-        let value = RouteValue { peer_id: route.peer_id, generation };
+        let value = RouteValue {
+            peer_id: route.peer_id,
+            generation,
+        };
         routes
             .insert(route.key, value, 0)
             .with_context(|| format!("writing route {} (ROUTES full?)", route.number))?;
     }
-    Ok(SyncReport { routes: config.routes.len(), removed: stale.len(), peers: config.peers.len() })
+    Ok(SyncReport {
+        routes: config.routes.len(),
+        removed: stale.len(),
+        peers: config.peers.len(),
+    })
 }
 
 /// Lets the program redirect to each of these interfaces.
 pub fn set_egress(ebpf: &mut Ebpf, ifindexes: &[u32]) -> anyhow::Result<()> {
     let mut egress = DevMapHash::try_from(map(ebpf, maps::EGRESS)?)?;
-    let stale: Vec<u32> =
-        egress.keys().filter_map(Result::ok).filter(|i| !ifindexes.contains(i)).collect();
+    let stale: Vec<u32> = egress
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|i| !ifindexes.contains(i))
+        .collect();
     for ifindex in stale {
         egress.remove(ifindex)?;
     }
     for &ifindex in ifindexes {
-        egress.insert(ifindex, ifindex, None, 0).context("writing EGRESS")?;
+        egress
+            .insert(ifindex, ifindex, None, 0)
+            .context("writing EGRESS")?;
     }
     Ok(())
 }
 
-const EMPTY_PEER: PeerValue = PeerValue { addr: [0; 16], port: 0, family: 0, state: 0 };
+const EMPTY_PEER: PeerValue = PeerValue {
+    addr: [0; 16],
+    port: 0,
+    family: 0,
+    state: 0,
+};
 
 fn peer_value(peer: &Peer) -> PeerValue {
     let mut addr = [0u8; 16];
@@ -83,17 +113,22 @@ fn peer_value(peer: &Peer) -> PeerValue {
         }
     };
     // Health checks (OPTIONS) arrive with the proxy; until then a configured peer is up.
-    PeerValue { addr, port: peer.address.port(), family, state: PEER_UP }
+    PeerValue {
+        addr,
+        port: peer.address.port(),
+        family,
+        state: PEER_UP,
+    }
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
-    ebpf.map_mut(name).with_context(|| format!("map {name} missing from the eBPF object"))
+    ebpf.map_mut(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
 }
 
 /// A pinned map opened by name, for commands that run beside the daemon.
 pub fn open_pinned(pin_dir: &std::path::Path, name: &str) -> anyhow::Result<MapData> {
     let path = pin_dir.join(name);
-    MapData::from_pin(&path).with_context(|| {
-        format!("cannot open {} (is `fastpath run` loaded?)", path.display())
-    })
+    MapData::from_pin(&path)
+        .with_context(|| format!("cannot open {} (is `fastpath run` loaded?)", path.display()))
 }

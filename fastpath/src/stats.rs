@@ -28,8 +28,10 @@ impl Counters {
 
     /// `{"hit": 3, "miss": 1, ...}`
     pub fn to_json(&self) -> String {
-        let fields: Vec<String> =
-            Counter::ALL.iter().map(|c| format!("\"{}\":{}", c.name(), self.get(*c))).collect();
+        let fields: Vec<String> = Counter::ALL
+            .iter()
+            .map(|c| format!("\"{}\":{}", c.name(), self.get(*c)))
+            .collect();
         format!("{{{}}}", fields.join(","))
     }
 }

@@ -41,12 +41,16 @@ pub fn load(pin_dir: &Path, max_routes: u32) -> anyhow::Result<Ebpf> {
         .map_max_entries(maps::ROUTES, max_routes)
         .load(crate::EBPF_OBJECT)
         .context("loading the XDP object (a ROUTES map pinned with another size? see `fastpath detach --purge`)")?;
-    program(&mut ebpf)?.load().context("the verifier rejected the XDP program")?;
+    program(&mut ebpf)?
+        .load()
+        .context("the verifier rejected the XDP program")?;
     Ok(ebpf)
 }
 
 pub fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
-    let program = ebpf.program_mut(PROGRAM).context("XDP program missing from the object")?;
+    let program = ebpf
+        .program_mut(PROGRAM)
+        .context("XDP program missing from the object")?;
     Ok(program.try_into()?)
 }
 
@@ -64,7 +68,12 @@ pub fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join(format!("link-{iface}"))
 }
 
-pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: Mode, pin_dir: &Path) -> anyhow::Result<Attachment> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    mode: Mode,
+    pin_dir: &Path,
+) -> anyhow::Result<Attachment> {
     let ifindex = ifindex(iface)?;
     let pin_path = link_pin_path(pin_dir, iface);
     let program = program(ebpf)?;
@@ -74,22 +83,43 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: Mode, pin_dir: &Path) -> anyho
             .with_context(|| format!("cannot open pinned link {}", pin_path.display()))?;
         let fd_link = old.unpin().context("unpinning the previous link")?;
         let xdp_link = XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?;
-        let id = program.attach_to_link(xdp_link).context("replacing the program in the pinned link")?;
-        info!(iface, "adopted the pinned XDP link; program replaced without a gap");
+        let id = program
+            .attach_to_link(xdp_link)
+            .context("replacing the program in the pinned link")?;
+        info!(
+            iface,
+            "adopted the pinned XDP link; program replaced without a gap"
+        );
         (id, XdpMode::Default)
     } else {
         attach_new(program, iface, mode)?
     };
-    let fd_link: FdLink = program.take_link(link_id)?.try_into().context("XDP link is not a bpf_link")?;
+    let fd_link: FdLink = program
+        .take_link(link_id)?
+        .try_into()
+        .context("XDP link is not a bpf_link")?;
     let link = fd_link
         .pin(&pin_path)
         .with_context(|| format!("cannot pin link at {}", pin_path.display()))?;
-    Ok(Attachment { iface: iface.to_owned(), ifindex, mode: used_mode, link, pin_path })
+    Ok(Attachment {
+        iface: iface.to_owned(),
+        ifindex,
+        mode: used_mode,
+        link,
+        pin_path,
+    })
 }
 
-fn attach_new(program: &mut Xdp, iface: &str, mode: Mode) -> anyhow::Result<(aya::programs::xdp::XdpLinkId, XdpMode)> {
+fn attach_new(
+    program: &mut Xdp,
+    iface: &str,
+    mode: Mode,
+) -> anyhow::Result<(aya::programs::xdp::XdpLinkId, XdpMode)> {
     match mode {
-        Mode::Native => Ok((program_attach(program, iface, XdpMode::Driver)?, XdpMode::Driver)),
+        Mode::Native => Ok((
+            program_attach(program, iface, XdpMode::Driver)?,
+            XdpMode::Driver,
+        )),
         Mode::Generic => Ok((program_attach(program, iface, XdpMode::Skb)?, XdpMode::Skb)),
         Mode::Auto => match program_attach(program, iface, XdpMode::Driver) {
             Ok(id) => Ok((id, XdpMode::Driver)),
@@ -101,8 +131,14 @@ fn attach_new(program: &mut Xdp, iface: &str, mode: Mode) -> anyhow::Result<(aya
     }
 }
 
-fn program_attach(program: &mut Xdp, iface: &str, mode: XdpMode) -> anyhow::Result<aya::programs::xdp::XdpLinkId> {
-    program.attach(iface, mode).with_context(|| format!("attaching XDP ({mode:?}) to {iface}"))
+fn program_attach(
+    program: &mut Xdp,
+    iface: &str,
+    mode: XdpMode,
+) -> anyhow::Result<aya::programs::xdp::XdpLinkId> {
+    program
+        .attach(iface, mode)
+        .with_context(|| format!("attaching XDP ({mode:?}) to {iface}"))
 }
 
 impl Attachment {
@@ -145,13 +181,20 @@ pub fn ifindex(iface: &str) -> anyhow::Result<u32> {
 fn ensure_bpffs(pin_dir: &Path) -> anyhow::Result<()> {
     let mut probe = pin_dir;
     while !probe.exists() {
-        probe = probe.parent().context("pin directory has no existing parent")?;
+        probe = probe
+            .parent()
+            .context("pin directory has no existing parent")?;
     }
-    let path = CString::new(probe.as_os_str().as_encoded_bytes()).context("pin path contains NUL")?;
+    let path =
+        CString::new(probe.as_os_str().as_encoded_bytes()).context("pin path contains NUL")?;
     // SAFETY: zeroed statfs is a valid out-buffer; `path` is a valid C string.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 {
-        bail!("cannot stat {}: {}", probe.display(), std::io::Error::last_os_error());
+        bail!(
+            "cannot stat {}: {}",
+            probe.display(),
+            std::io::Error::last_os_error()
+        );
     }
     if fs.f_type as i64 != BPF_FS_MAGIC {
         bail!(

@@ -4,11 +4,13 @@
 //! Everything that touches the network needs root and runs only inside namespaces
 //! created by [`netns::Topology`].
 
+pub mod gateway;
 pub mod netns;
 pub mod packet;
 pub mod process;
 pub mod sipp;
 
+pub use gateway::Gateway;
 pub use netns::{Host, Iface, Topology};
 pub use packet::FrameSpec;
 pub use process::ChildGuard;

@@ -298,7 +298,10 @@ impl Topology {
             self.ip(host, &["link", "set", &dev, "up"])?;
             // XDP_TX / XDP_REDIRECT into a veth only delivers if the receiving end
             // has an XDP program or GRO (its NAPI is off otherwise).
-            self.exec(host, ["ethtool", "-K", &dev, "gro", "on"])
+            // Checksums are computed in full before a packet leaves, as a real NIC's peer
+            // would send them: with offload a veth carries only the pseudo-header sum,
+            // which XDP (seeing no skb) cannot tell from a complete one.
+            self.exec(host, ["ethtool", "-K", &dev, "gro", "on", "tx", "off"])
                 .context("ethtool missing? apt-get install -y ethtool")?;
         }
         self.sysctl(Host::Gateway, "net.ipv4.ip_forward", "1")?;

@@ -1,0 +1,150 @@
+//! The fastpath daemon running in a topology's gateway namespace.
+//!
+//! It is entered with `nsenter --net` rather than `ip netns exec`: the latter mounts a
+//! fresh /sys, which hides /sys/fs/bpf and with it the pinned maps that `fastpath stats`
+//! must see.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{ChildGuard, Host, Iface, Topology, netns::run};
+
+/// A running `fastpath run` attached to the gateway's three interfaces. Dropping it stops
+/// the daemon (SIGTERM, which detaches the program) and removes its pin directory.
+pub struct Gateway {
+    daemon: ChildGuard,
+    binary: PathBuf,
+    netns: PathBuf,
+    pin_dir: PathBuf,
+    log: PathBuf,
+    keep_pins: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts `binary run` with `config` (TOML) on fresh maps and waits until it runs.
+    pub fn start(topology: &Topology, binary: &Path, config: &str) -> Result<Self> {
+        Self::start_with(topology, binary, config, &[], true)
+    }
+
+    /// As [`Gateway::start`] with extra `run` arguments; `fresh` removes maps and links
+    /// pinned by an earlier daemon, otherwise the new daemon adopts them.
+    pub fn start_with(
+        topology: &Topology,
+        binary: &Path,
+        config: &str,
+        extra: &[&str],
+        fresh: bool,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config_path = dir.path().join("fastpath.toml");
+        fs::write(&config_path, config)?;
+        let log = dir.path().join("fastpath.log");
+        let netns = PathBuf::from(format!("/run/netns/{}", topology.ns_name(Host::Gateway)));
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/fastpath-test-{}", topology.prefix()));
+        if fresh {
+            let _ = fs::remove_dir_all(&pin_dir);
+        }
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", netns.display()))
+            .arg(binary)
+            .arg("run");
+        for iface in [Iface::GwCaller, Iface::GwPeer, Iface::GwCarrier] {
+            cmd.arg("--iface").arg(topology.ifname(iface));
+        }
+        cmd.arg("--config")
+            .arg(&config_path)
+            .arg("--pin-dir")
+            .arg(&pin_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.path().join("stdout"))?)
+            .stderr(fs::File::create(&log)?);
+        let daemon = ChildGuard::spawn(&mut cmd)?.with_grace(Duration::from_secs(5));
+        let mut gateway = Gateway {
+            daemon,
+            binary: binary.into(),
+            netns,
+            pin_dir,
+            log,
+            keep_pins: false,
+            _dir: dir,
+        };
+        gateway.wait_running(Duration::from_secs(60))?;
+        Ok(gateway)
+    }
+
+    fn wait_running(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains("fast path running") {
+                return Ok(());
+            }
+            if let Some(status) = self.daemon.try_wait()? {
+                bail!("fastpath exited with {status}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "fastpath did not start within {timeout:?}:\n{}",
+            self.log_text()
+        )
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The XDP outcome counters (`fastpath stats --json`), by name.
+    pub fn counters(&self) -> Result<HashMap<String, u64>> {
+        let out = run(Command::new("nsenter")
+            .arg(format!("--net={}", self.netns.display()))
+            .arg(&self.binary)
+            .args(["stats", "--json", "--pin-dir"])
+            .arg(&self.pin_dir))?;
+        let text = String::from_utf8(out.stdout)?;
+        serde_json::from_str(&text).with_context(|| format!("parsing stats {text:?}"))
+    }
+
+    /// One counter; a missing name is an error, not a zero.
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        self.counters()?
+            .get(name)
+            .copied()
+            .with_context(|| format!("no counter {name}"))
+    }
+
+    /// Stops the daemon and checks that it exited cleanly. The pin directory stays (a
+    /// `--keep-attached` daemon leaves its links there); the next `fresh` start removes it.
+    pub fn stop(mut self) -> Result<String> {
+        self.keep_pins = true;
+        let status = self.daemon.stop()?;
+        let log = self.log_text();
+        if !status.success() {
+            bail!("fastpath exited with {status}:\n{log}");
+        }
+        Ok(log)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.daemon.stop();
+        if !self.keep_pins {
+            let _ = fs::remove_dir_all(&self.pin_dir);
+        }
+    }
+}
