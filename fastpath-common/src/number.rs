@@ -128,6 +128,10 @@ impl core::fmt::Display for NumberError {
 /// The same rules as the request-URI user part, minus URI escapes: a leading `+` is dropped,
 /// visual separators (`-`, `.`, `(`, `)`) and spaces are ignored, leading zeros are kept.
 pub fn normalize_number(text: &[u8]) -> Result<RouteKey, NumberError> {
+    // Bounds the digit count long before it could wrap; no real spelling comes close.
+    if text.len() > 64 {
+        return Err(NumberError::TooLong);
+    }
     let mut key = KeyBuilder::default();
     for (i, &c) in text.iter().enumerate() {
         match c {

@@ -1,1 +1,91 @@
-fn main(){}
+//! `cargo xtask setup | build | run | demo | test | bench`: the project's own commands.
+//! Every command first installs what a fresh machine lacks (idempotently).
+
+mod demo;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "fastpath developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install packages, the nightly rust-src, bpf-linker; mount bpffs.
+    Setup,
+    /// Build the daemon (with its XDP program) in release mode.
+    Build,
+    /// Build and run the daemon: `cargo xtask run -- --iface eth0 --config fastpath.toml`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build a netns topology, place real SIPp calls through the gateway, show where they went.
+    Demo,
+    /// Run every test (root needed: netns, XDP, BPF_PROG_TEST_RUN).
+    Test,
+    /// Run the benchmarks: `cargo xtask bench --json FILE`.
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::run(),
+        Task::Build => {
+            setup::run()?;
+            build()
+        }
+        Task::Run { args } => {
+            setup::run()?;
+            build()?;
+            cargo(&["run", "--release", "-p", "fastpath", "--"], &args)
+        }
+        Task::Demo => {
+            setup::run()?;
+            build()?;
+            demo::run()
+        }
+        Task::Test => {
+            setup::run()?;
+            step("running the tests");
+            cargo(&["test", "--workspace", "--all-targets"], &[])
+        }
+        Task::Bench { args } => {
+            setup::run()?;
+            step("running the benchmarks");
+            cargo(&["run", "--release", "-p", "fastpath-bench", "--"], &args)
+        }
+    }
+}
+
+fn build() -> Result<()> {
+    step("building fastpath (release, with the XDP program)");
+    cargo(&["build", "--release", "-p", "fastpath"], &[])
+}
+
+pub(crate) fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .args(extra)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
