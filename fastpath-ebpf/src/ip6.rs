@@ -44,7 +44,9 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     }
     let flowinfo = u32::from_ne_bytes(ip.vcf) & 0x0fff_ffff_u32.to_be();
     let query = FibQuery::V6 { src: &ip.src_addr, dst: &peer.addr, flowinfo };
-    let hop = forward::next_hop(ctx, query, payload_len as u16, l2.tagged)?;
+    // The FIB's MTU check wants the whole datagram, header included (like IPv4's tot_len).
+    let tot_len = (Ipv6Hdr::LEN + payload_len).min(u16::MAX as usize) as u16;
+    let hop = forward::next_hop(ctx, query, tot_len, l2.tagged)?;
 
     // Committed: from here on the packet is rewritten completely. The hop limit is not
     // covered by any checksum.

@@ -6,10 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fastpath::{config::Config, maps, stats::Counters, xdp};
 use fastpath_common::maps::PIN_DIR;
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 #[derive(Parser)]
@@ -174,16 +171,12 @@ fn now_generation() -> u32 {
         .map_or(1, |d| d.as_secs() as u32)
 }
 
-async fn forward_ebpf_logs<T: log::Log>(logger: aya_log::EbpfLogger<T>) {
-    let Ok(mut fd) = AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) else {
-        return;
-    };
+/// Drains the eBPF log ring buffer into `tracing`; logs are rare (failures only), so a
+/// short poll is simpler than readiness plumbing and costs nothing measurable.
+async fn forward_ebpf_logs<T: log::Log>(mut logger: aya_log::EbpfLogger<T>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
-        let Ok(mut guard) = fd.readable_mut().await else {
-            return;
-        };
-        guard.get_inner_mut().flush();
-        guard.clear_ready();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tick.tick().await;
+        logger.flush();
     }
 }

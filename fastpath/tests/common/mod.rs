@@ -5,7 +5,7 @@
 
 use std::{
     fs::File,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
@@ -35,6 +35,8 @@ pub const V4_NUMBER: &str = "15550100001";
 pub const V6_NUMBER: &str = "442079460000";
 /// Registered too: a leading zero must survive normalization (`0044…` is not `44…`).
 pub const ZERO_NUMBER: &str = "0044207946001";
+/// Registered to a peer on the caller's side of the gateway: out the way it came in (XDP_TX).
+pub const TX_NUMBER: &str = "15550100009";
 /// A valid number nobody registered.
 pub const UNREGISTERED: &str = "15550100002";
 
@@ -57,6 +59,10 @@ address = "198.51.100.2:5060"
 name = "v6-pbx"
 address = "[2001:db8:e::2]:5060"
 
+[[peers]]
+name = "caller-side-pbx"
+address = "192.0.2.2:5060"
+
 [[routes]]
 number = "+1 (555) 010-0001"
 peer = "v4-pbx"
@@ -68,6 +74,10 @@ peer = "v6-pbx"
 [[routes]]
 number = "0044 20 7946 001"
 peer = "v4-pbx"
+
+[[routes]]
+number = "1-555-010-0009"
+peer = "caller-side-pbx"
 "#;
 
 pub fn config() -> Config {
@@ -305,7 +315,7 @@ pub fn fix_ipv4_checksum(frame: &mut [u8]) {
 /// thread (and the rest of the test binary) stays where it is.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|scope| {
-        let handle = scope.spawn(|| -> Result<T> {
+        let handle = scope.spawn(move || -> Result<T> {
             let path = Path::new("/run/netns").join(ns);
             let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             // SAFETY: a valid namespace fd; only this thread changes namespace.
@@ -338,6 +348,37 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
         .map_err(|_| anyhow::anyhow!("bad MAC {text:?}"))
 }
 
-pub fn is_v4(addr: IpAddr) -> bool {
-    addr.is_ipv4()
+/// SplitMix64: a small, seedable, reproducible generator (no dependency, no version churn).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0); the modulo bias is irrelevant here.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u32) -> bool {
+        self.below(100) < percent as usize
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    pub fn byte(&mut self) -> u8 {
+        self.next_u64() as u8
+    }
 }
