@@ -33,7 +33,11 @@ pub(crate) fn parse(ctx: &XdpContext) -> Result<L2, Counter> {
     let eth = unsafe { ref_mut_at::<EthHdr>(ctx, 0) }?;
     let ether_type = u16::from_be(eth.ether_type);
     if !is_vlan(ether_type) {
-        return Ok(L2 { ether_type, l3: EthHdr::LEN, tagged: false });
+        return Ok(L2 {
+            ether_type,
+            l3: EthHdr::LEN,
+            tagged: false,
+        });
     }
     // SAFETY: as above.
     let tag = unsafe { ref_mut_at::<VlanHdr>(ctx, EthHdr::LEN) }?;
@@ -42,7 +46,11 @@ pub(crate) fn parse(ctx: &XdpContext) -> Result<L2, Counter> {
         // Stacked tags (QinQ): the carrier's business, not ours.
         return Err(Counter::Malformed);
     }
-    Ok(L2 { ether_type: inner, l3: EthHdr::LEN + VLAN_HDR_LEN, tagged: true })
+    Ok(L2 {
+        ether_type: inner,
+        l3: EthHdr::LEN + VLAN_HDR_LEN,
+        tagged: true,
+    })
 }
 
 #[inline(always)]

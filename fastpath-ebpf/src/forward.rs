@@ -25,8 +25,16 @@ pub(crate) struct NextHop {
 
 /// Addresses in network byte order, as they sit in the packet.
 pub(crate) enum FibQuery<'a> {
-    V4 { src: &'a [u8; 4], dst: &'a [u8; 4], tos: u8 },
-    V6 { src: &'a [u8; 16], dst: &'a [u8; 16], flowinfo: u32 },
+    V4 {
+        src: &'a [u8; 4],
+        dst: &'a [u8; 4],
+        tos: u8,
+    },
+    V6 {
+        src: &'a [u8; 16],
+        dst: &'a [u8; 16],
+        flowinfo: u32,
+    },
 }
 
 #[inline(always)]
@@ -79,7 +87,12 @@ pub(crate) fn next_hop(
         // A tag belongs to the ingress link; unmanaged egress cannot take redirects.
         return Err(Counter::FibFailed);
     };
-    Ok(NextHop { ifindex: params.ifindex, smac: params.smac, dmac: params.dmac, action })
+    Ok(NextHop {
+        ifindex: params.ifindex,
+        smac: params.smac,
+        dmac: params.dmac,
+        action,
+    })
 }
 
 /// Sets the MACs of the next hop and hands the frame over.
@@ -91,7 +104,9 @@ pub(crate) fn send(ctx: &XdpContext, hop: &NextHop) -> Result<u32, Counter> {
     }
     // Checked present above; should it vanish in between, the kernel routes the (valid,
     // rewritten) packet to the same peer.
-    Ok(EGRESS.redirect(hop.ifindex, xdp_action::XDP_PASS as u64).unwrap_or_else(|pass| pass))
+    Ok(EGRESS
+        .redirect(hop.ifindex, xdp_action::XDP_PASS as u64)
+        .unwrap_or_else(|pass| pass))
 }
 
 #[inline(always)]
@@ -99,7 +114,12 @@ fn words(addr: &[u8; 16]) -> [u32; 4] {
     let mut out = [0u32; 4];
     let mut i = 0;
     while i < 4 {
-        out[i] = u32::from_ne_bytes([addr[4 * i], addr[4 * i + 1], addr[4 * i + 2], addr[4 * i + 3]]);
+        out[i] = u32::from_ne_bytes([
+            addr[4 * i],
+            addr[4 * i + 1],
+            addr[4 * i + 2],
+            addr[4 * i + 3],
+        ]);
         i += 1;
     }
     out

@@ -44,7 +44,11 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
         return Err(Counter::TtlExpired);
     }
     let new_dst = [peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]];
-    let query = FibQuery::V4 { src: &ip.src_addr, dst: &new_dst, tos: ip.tos };
+    let query = FibQuery::V4 {
+        src: &ip.src_addr,
+        dst: &new_dst,
+        tos: ip.tos,
+    };
     let hop = forward::next_hop(ctx, query, tot_len, l2.tagged)?;
 
     // Committed: from here on the packet is rewritten completely.

@@ -43,7 +43,11 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
         return Err(Counter::TtlExpired);
     }
     let flowinfo = u32::from_ne_bytes(ip.vcf) & 0x0fff_ffff_u32.to_be();
-    let query = FibQuery::V6 { src: &ip.src_addr, dst: &peer.addr, flowinfo };
+    let query = FibQuery::V6 {
+        src: &ip.src_addr,
+        dst: &peer.addr,
+        flowinfo,
+    };
     // The FIB's MTU check wants the whole datagram, header included (like IPv4's tot_len).
     let tot_len = (Ipv6Hdr::LEN + payload_len).min(u16::MAX as usize) as u16;
     let hop = forward::next_hop(ctx, query, tot_len, l2.tagged)?;
@@ -66,5 +70,8 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
 /// Next-header values that are IPv6 extension headers (RFC 8200 §4, RFC 7045).
 #[inline(always)]
 fn is_extension_header(next_hdr: u8) -> bool {
-    matches!(next_hdr, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+    matches!(
+        next_hdr,
+        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254
+    )
 }

@@ -9,7 +9,10 @@ use fastpath_common::Counter;
 /// # Safety
 /// `T` must be `repr(C)` plain data, and the caller must not hold two overlapping `&mut`.
 #[inline(always)]
-#[expect(clippy::mut_from_ref, reason = "packet memory is owned by the XDP context")]
+#[expect(
+    clippy::mut_from_ref,
+    reason = "packet memory is owned by the XDP context"
+)]
 pub(crate) unsafe fn ref_mut_at<T>(ctx: &XdpContext, offset: usize) -> Result<&mut T, Counter> {
     let start = ctx.data();
     let end = ctx.data_end();

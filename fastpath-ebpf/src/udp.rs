@@ -24,7 +24,9 @@ pub(crate) fn parse_sip<'a>(
 ) -> Result<SipRequest<'a>, Counter> {
     // SAFETY: plain data; the only live reference into the packet besides the IP header.
     let udp = unsafe { ref_mut_at::<UdpHdr>(ctx, offset) }?;
-    let sip_port = CONFIG.get(0).is_some_and(|config| config.is_sip_port(udp.dst_port()));
+    let sip_port = CONFIG
+        .get(0)
+        .is_some_and(|config| config.is_sip_port(udp.dst_port()));
     if !sip_port {
         return Err(Counter::NotSip);
     }
@@ -62,4 +64,3 @@ fn classify_payload(ctx: &XdpContext, offset: usize, len: usize) -> Result<Route
         Verdict::Pass(reason) => Err(reason.counter()),
     }
 }
-

@@ -33,7 +33,9 @@ peer = "alice-pbx-v6"
 const CALLS: u32 = 5;
 
 pub fn run() -> Result<()> {
-    step("building the topology: caller 192.0.2.2 | gateway | peer 198.51.100.2, carrier 203.0.113.2");
+    step(
+        "building the topology: caller 192.0.2.2 | gateway | peer 198.51.100.2, carrier 203.0.113.2",
+    );
     let topology = Topology::new("demo")?;
     topology.resolve_neighbors()?;
     // Only XDP can carry caller → peer traffic across the gateway.
@@ -44,9 +46,30 @@ pub fn run() -> Result<()> {
     let gateway = Gateway::start(&topology, &binary, CONFIG)?;
 
     let calls = [
-        ("+1 555 010 0001 (registered, IPv4)", "15550100001", CALLER_V4.into(), GW_CALLER_V4.into(), PEER_V4.into(), CARRIER_V4.into()),
-        ("+1 555 010 0002 (registered, IPv6)", "15550100002", CALLER_V6.into(), GW_CALLER_V6.into(), PEER_V6.into(), CARRIER_V6.into()),
-        ("+1 555 010 9999 (not registered)", "15550109999", CALLER_V4.into(), GW_CALLER_V4.into(), PEER_V4.into(), CARRIER_V4.into()),
+        (
+            "+1 555 010 0001 (registered, IPv4)",
+            "15550100001",
+            CALLER_V4.into(),
+            GW_CALLER_V4.into(),
+            PEER_V4.into(),
+            CARRIER_V4.into(),
+        ),
+        (
+            "+1 555 010 0002 (registered, IPv6)",
+            "15550100002",
+            CALLER_V6.into(),
+            GW_CALLER_V6.into(),
+            PEER_V6.into(),
+            CARRIER_V6.into(),
+        ),
+        (
+            "+1 555 010 9999 (not registered)",
+            "15550109999",
+            CALLER_V4.into(),
+            GW_CALLER_V4.into(),
+            PEER_V4.into(),
+            CARRIER_V4.into(),
+        ),
     ];
     let mut rows = Vec::new();
     for (label, number, caller, gw, peer, carrier) in calls {
@@ -55,7 +78,10 @@ pub fn run() -> Result<()> {
         rows.push((label, answered, at_peer, at_carrier));
     }
 
-    println!("\n{:<38}{:>10}{:>10}{:>12}", "dialed", "answered", "at peer", "at carrier");
+    println!(
+        "\n{:<38}{:>10}{:>10}{:>12}",
+        "dialed", "answered", "at peer", "at carrier"
+    );
     for (label, answered, at_peer, at_carrier) in &rows {
         println!("{label:<38}{answered:>10}{at_peer:>10}{at_carrier:>12}");
     }
@@ -86,6 +112,19 @@ fn place(
     let timeout = Duration::from_secs(20);
     let at_peer = Uas::start(topology, Host::Peer, peer, SIP_PORT, CALLS, timeout)?;
     let at_carrier = Uas::start(topology, Host::Carrier, carrier, SIP_PORT, CALLS, timeout)?;
-    let uac = uac_call(topology, Host::Caller, caller, SocketAddr::new(gw, SIP_PORT), number, CALLS, 10, timeout)?;
-    Ok((uac.successful, at_peer.finish()?.calls_received, at_carrier.finish()?.calls_received))
+    let uac = uac_call(
+        topology,
+        Host::Caller,
+        caller,
+        SocketAddr::new(gw, SIP_PORT),
+        number,
+        CALLS,
+        10,
+        timeout,
+    )?;
+    Ok((
+        uac.successful,
+        at_peer.finish()?.calls_received,
+        at_carrier.finish()?.calls_received,
+    ))
 }

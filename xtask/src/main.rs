@@ -59,7 +59,16 @@ fn main() -> Result<()> {
             setup::run()?;
             step("running the tests");
             // The eBPF crate only builds for the BPF target (through fastpath's build.rs).
-            cargo(&["test", "--workspace", "--exclude", "fastpath-ebpf", "--all-targets"], &[])
+            cargo(
+                &[
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    "fastpath-ebpf",
+                    "--all-targets",
+                ],
+                &[],
+            )
         }
         Task::Bench { args } => {
             setup::run()?;

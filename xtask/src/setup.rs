@@ -32,12 +32,18 @@ pub fn run() -> Result<()> {
 }
 
 fn install_packages() -> Result<()> {
-    let missing: Vec<&str> =
-        PACKAGES.iter().copied().filter(|p| !package_installed(p)).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !package_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
     sh("apt-get", &["update", "-q"])?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend(&missing);
@@ -62,13 +68,21 @@ fn install_rust_src() -> Result<()> {
     let installed = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src")
+        });
     if installed {
         return Ok(());
     }
     step("installing the nightly toolchain's rust-src (the eBPF target builds core from it)");
-    sh("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"])?;
-    sh("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])
+    sh(
+        "rustup",
+        &["toolchain", "install", "nightly", "--profile", "minimal"],
+    )?;
+    sh(
+        "rustup",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+    )
 }
 
 fn install_bpf_linker() -> Result<()> {
@@ -76,7 +90,9 @@ fn install_bpf_linker() -> Result<()> {
     if current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)) {
         return Ok(());
     }
-    step(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"));
+    step(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
+    ));
     let status = Command::new("cargo")
         .args(["install", "--locked", "--force"])
         .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
@@ -93,8 +109,10 @@ fn install_bpf_linker() -> Result<()> {
 }
 
 fn mount_bpffs() -> Result<()> {
-    let mounted = std::fs::read_to_string("/proc/mounts")
-        .is_ok_and(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")));
+    let mounted = std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    });
     if mounted {
         return Ok(());
     }

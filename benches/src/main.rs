@@ -1,0 +1,502 @@
+//! `fastpath-bench`: what the XDP fast path costs per packet, measured with
+//! `BPF_PROG_TEST_RUN` against an `XDP_DROP` baseline, with 1k, 100k and 1M registered
+//! numbers.
+//!
+//! The program runs inside the gateway namespace of a throw-away test topology
+//! (DESIGN.md §5), so that `bpf_fib_lookup` finds the peer and a hit really ends in
+//! `XDP_REDIRECT`. Nothing is sent on any interface: test runs only execute the program.
+//!
+//! With `repeat`, the kernel runs the program over and over on the same buffer, so a hit's
+//! rewrite carries over (DESIGN.md §4): the frame already points at the peer after the
+//! first run, and its TTL drops by one each time. Hits therefore start at TTL 255 and each
+//! call repeats at most 254 times; the `STATS` counters are read around every sample and
+//! must show exactly one expected outcome per timed run, or the benchmark fails.
+
+mod frames;
+mod rawbpf;
+
+use std::{
+    fs::File,
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, anyhow, bail, ensure};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use clap::Parser;
+use fastpath::{config::Config, stats::Counters};
+use fastpath_common::{Counter, RouteKey, maps::RouteValue, normalize_number};
+use fastpath_tests::{Host, Iface, Topology, netns::PEER_V4, packet};
+
+use crate::{frames::Frames, rawbpf::DropProgram};
+
+/// Capacity of `ROUTES` (the daemon's default): room for the largest size below.
+const MAX_ROUTES: u32 = 1 << 20;
+/// Table sizes, filled one after the other (each size keeps the previous entries).
+const SIZES: [(&str, u32); 3] = [("1k", 1_000), ("100k", 100_000), ("1m", 1_000_000)];
+const TOPOLOGY_PREFIX: &str = "fpbn";
+const PEER_PORT: u16 = 5060;
+const GENERATION: u32 = 1;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+#[derive(Parser, Debug)]
+#[command(about = "ns/packet of the fastpath XDP program under BPF_PROG_TEST_RUN")]
+struct Args {
+    /// Also write the results as {"results":[{"name","value","unit"}, ...]}.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Repetitions per BPF_PROG_TEST_RUN call. A hit decrements the reused buffer's TTL
+    /// (255 at the start) on each repetition, hence at most 254.
+    #[arg(long, value_name = "N", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=254))]
+    repeat: u32,
+    /// BPF_PROG_TEST_RUN calls per sample (one sample = calls x repeat packets).
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    calls: u32,
+    /// Interleaved rounds per table size; each round takes one sample of every path.
+    #[arg(long, value_name = "N", default_value_t = 31,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+}
+
+/// Removes the benchmark's pin directory (maps pinned by `fastpath::xdp::load`).
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        match std::fs::remove_dir_all(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!("fastpath-bench: cannot remove {}: {e}", self.0.display()),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Declared first, dropped last: the namespaces outlive everything that uses them.
+    eprintln!("building topology {TOPOLOGY_PREFIX:?}...");
+    let topo = Topology::new(TOPOLOGY_PREFIX)?;
+    topo.resolve_neighbors()?;
+    let pin = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/fp-bench-{}",
+        std::process::id()
+    )));
+
+    let started = Instant::now();
+    let report = std::thread::scope(|scope| {
+        scope
+            .spawn(|| bench(&args, &topo, &pin.0))
+            .join()
+            .map_err(|_| anyhow!("benchmark thread panicked"))
+    })??;
+    report.print(&args);
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One kind of packet, and how to run it.
+struct Probe {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// `xdp_md` for the test run.
+    ctx: Vec<u8>,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// The `XDP_DROP` baseline.
+    Drop,
+    /// The fastpath program: the action every run must end in, and the one counter every
+    /// run must bump.
+    Fastpath { action: u32, counter: Counter },
+}
+
+#[derive(Default)]
+struct Report {
+    /// (size label, entries, per-path (name, samples in ns/packet)).
+    sizes: Vec<(&'static str, u32, Vec<(&'static str, Vec<f64>)>)>,
+    /// (size label, entries, cumulative seconds to fill ROUTES from empty).
+    fills: Vec<(&'static str, u32, f64)>,
+}
+
+/// Runs in its own thread, which it moves into the gateway namespace.
+fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report> {
+    enter_netns(&topo.ns_name(Host::Gateway))?;
+    if let Some(cpu) = pin_to_current_cpu() {
+        eprintln!("benchmark thread pinned to CPU {cpu}");
+    }
+    let ingress = fastpath::xdp::ifindex(&topo.ifname(Iface::GwCaller))?;
+    let egress = fastpath::xdp::ifindex(&topo.ifname(Iface::GwPeer))?;
+
+    let frames = Frames::build()?;
+    let paths = [
+        ("xdp_drop", &frames.hit, Kind::Drop),
+        (
+            "hit",
+            &frames.hit,
+            Kind::Fastpath {
+                action: XDP_REDIRECT,
+                counter: Counter::Hit,
+            },
+        ),
+        (
+            "miss",
+            &frames.miss,
+            Kind::Fastpath {
+                action: XDP_PASS,
+                counter: Counter::Miss,
+            },
+        ),
+        (
+            "notsip",
+            &frames.icmp,
+            Kind::Fastpath {
+                action: XDP_PASS,
+                counter: Counter::NotSip,
+            },
+        ),
+        (
+            "otherport",
+            &frames.other_port,
+            Kind::Fastpath {
+                action: XDP_PASS,
+                counter: Counter::NotSip,
+            },
+        ),
+    ]
+    .map(|(name, frame, kind)| Probe {
+        name,
+        ctx: xdp_md(frame.len(), ingress),
+        frame: frame.clone(),
+        kind,
+    });
+
+    let mut ebpf = fastpath::xdp::load(pin_dir, MAX_ROUTES)?;
+    let config = Config::parse(&format!(
+        "[xdp]\nsip_ports = [{PEER_PORT}]\nmax_routes = {MAX_ROUTES}\n\
+         [[peers]]\nname = \"peer\"\naddress = \"{}\"\n\
+         [[routes]]\nnumber = \"{}\"\npeer = \"peer\"\n",
+        SocketAddr::new(PEER_V4.into(), PEER_PORT),
+        frames::HIT_NUMBER,
+    ))?;
+    fastpath::maps::apply_config(&mut ebpf, &config, GENERATION)?;
+    fastpath::maps::set_egress(&mut ebpf, &[egress])?;
+    let stats: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
+        ebpf.take_map(fastpath_common::maps::STATS)
+            .context("STATS map missing")?,
+    )?;
+    let drop_prog = DropProgram::load()?;
+
+    // Keys are made before the clock starts: the fill time is the map writes alone.
+    let keys: Vec<RouteKey> = (0..SIZES[SIZES.len() - 1].1)
+        .map(route_key)
+        .collect::<Result<_, _>>()?;
+    let hit_key = normalize_number(frames::HIT_NUMBER.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+    ensure!(
+        keys[0] == hit_key,
+        "the generated numbers must start with the hit number"
+    );
+
+    let mut report = Report::default();
+    let (mut filled, mut fill_time) = (0usize, Duration::ZERO);
+    for (label, entries) in SIZES {
+        let entries_usize = entries as usize;
+        {
+            let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(
+                ebpf.map_mut(fastpath_common::maps::ROUTES)
+                    .context("ROUTES map missing")?,
+            )?;
+            let value = RouteValue {
+                peer_id: 0,
+                generation: GENERATION,
+            };
+            let start = Instant::now();
+            for key in &keys[filled..entries_usize] {
+                routes.insert(key, value, 0).context("filling ROUTES")?;
+            }
+            let step = start.elapsed();
+            fill_time += step;
+            eprintln!(
+                "ROUTES: +{} entries in {:.3} s ({:.0} ns/insert), {entries} total, {:.3} s from empty",
+                entries_usize - filled,
+                step.as_secs_f64(),
+                step.as_nanos() as f64 / (entries_usize - filled) as f64,
+                fill_time.as_secs_f64(),
+            );
+            filled = entries_usize;
+            let miss_key =
+                normalize_number(frames::MISS_NUMBER.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+            ensure!(
+                routes.get(&hit_key, 0).is_ok(),
+                "hit number missing from ROUTES"
+            );
+            ensure!(
+                routes.get(&miss_key, 0).is_err(),
+                "miss number present in ROUTES"
+            );
+        }
+        report.fills.push((label, entries, fill_time.as_secs_f64()));
+
+        let prog = fastpath::xdp::program(&mut ebpf)?;
+        for path in &paths {
+            check_once(prog, &drop_prog, path)?;
+        }
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+        for round in 0..args.rounds as usize {
+            // Rotate the order each round so that no path always follows the same one.
+            for k in 0..paths.len() {
+                let i = (k + round) % paths.len();
+                samples[i].push(sample(prog, &drop_prog, &stats, &paths[i], args)?);
+            }
+        }
+        eprintln!(
+            "measured {label}: {} rounds x {} paths",
+            args.rounds,
+            paths.len()
+        );
+        report.sizes.push((
+            label,
+            entries,
+            paths.iter().map(|p| p.name).zip(samples).collect(),
+        ));
+    }
+    Ok(report)
+}
+
+/// One run with the output frame: the action must be the expected one, and a hit's frame
+/// must come out rewritten for the peer with valid checksums.
+fn check_once(prog: &Xdp, drop_prog: &DropProgram, path: &Probe) -> anyhow::Result<()> {
+    match path.kind {
+        Kind::Drop => {
+            let (action, _) = drop_prog.test_run(&path.frame, &path.ctx, 1)?;
+            ensure!(
+                action == XDP_DROP,
+                "baseline returned {action}, not XDP_DROP"
+            );
+        }
+        Kind::Fastpath { action, .. } => {
+            let mut out = vec![0u8; path.frame.len() + 256];
+            let result = prog.test_run(TestRunOptions {
+                data_in: Some(&path.frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&path.ctx),
+                repeat: 1,
+                ..Default::default()
+            })?;
+            ensure!(
+                result.return_value == action,
+                "{}: XDP action {} instead of {action}{}",
+                path.name,
+                result.return_value,
+                if action == XDP_REDIRECT {
+                    " (XDP_REDIRECT); neighbours unresolved?"
+                } else {
+                    ""
+                },
+            );
+            out.truncate(result.data_size_out as usize);
+            if action == XDP_REDIRECT {
+                ensure!(
+                    packet::dst_ip(&out) == Some(PEER_V4.into()),
+                    "hit: destination not rewritten"
+                );
+                ensure!(
+                    packet::dst_port(&out) == Some(PEER_PORT),
+                    "hit: port not rewritten"
+                );
+                ensure!(
+                    packet::ttl(&out) == Some(frames::TTL - 1),
+                    "hit: TTL not decremented"
+                );
+                ensure!(
+                    packet::ipv4_header_checksum_ok(&out),
+                    "hit: bad IPv4 checksum"
+                );
+                ensure!(packet::udp_checksum_ok(&out), "hit: bad UDP checksum");
+            } else {
+                ensure!(
+                    out == path.frame,
+                    "{}: a passed frame was modified",
+                    path.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `calls` test runs of `repeat` repetitions: the mean of the kernel's per-repetition
+/// durations, in ns/packet. For the fastpath program, the counters must show that every
+/// repetition took the expected outcome.
+fn sample(
+    prog: &Xdp,
+    drop_prog: &DropProgram,
+    stats: &PerCpuArray<MapData, u64>,
+    path: &Probe,
+    args: &Args,
+) -> anyhow::Result<f64> {
+    let mut total_ns = 0u64;
+    match path.kind {
+        Kind::Drop => {
+            for _ in 0..args.calls {
+                let (action, ns) = drop_prog.test_run(&path.frame, &path.ctx, args.repeat)?;
+                ensure!(action == XDP_DROP, "baseline returned {action}");
+                total_ns += u64::from(ns);
+            }
+        }
+        Kind::Fastpath { action, counter } => {
+            let before = Counters::read(stats)?;
+            for _ in 0..args.calls {
+                let result = prog.test_run(TestRunOptions {
+                    data_in: Some(&path.frame),
+                    ctx_in: Some(&path.ctx),
+                    repeat: args.repeat,
+                    ..Default::default()
+                })?;
+                ensure!(
+                    result.return_value == action,
+                    "{}: XDP action {} instead of {action}",
+                    path.name,
+                    result.return_value
+                );
+                total_ns += result.duration.as_nanos() as u64;
+            }
+            let after = Counters::read(stats)?;
+            let runs = u64::from(args.calls) * u64::from(args.repeat);
+            for c in Counter::ALL {
+                let delta = after.get(c) - before.get(c);
+                let want = if c == counter { runs } else { 0 };
+                if delta != want {
+                    bail!(
+                        "{}: counter {} moved by {delta} over {runs} runs, expected {want}",
+                        path.name,
+                        c.name()
+                    );
+                }
+            }
+        }
+    }
+    Ok(total_ns as f64 / f64::from(args.calls))
+}
+
+impl Report {
+    fn print(&self, args: &Args) {
+        println!();
+        println!(
+            "BPF_PROG_TEST_RUN, kernel-timed; each sample = {} calls x repeat {}; {} interleaved rounds",
+            args.calls, args.repeat, args.rounds
+        );
+        println!(
+            "{:<10} {:>9} {:>14} {:>10} {:>10}",
+            "path", "routes", "median ns/pkt", "min", "x drop"
+        );
+        for (_, entries, paths) in &self.sizes {
+            let drop = paths
+                .iter()
+                .find(|p| p.0 == "xdp_drop")
+                .map(|p| median(&p.1));
+            for (name, samples) in paths {
+                let (med, min) = (median(samples), minimum(samples));
+                let ratio = drop.map_or(f64::NAN, |d| med / d);
+                println!("{name:<10} {entries:>9} {med:>14.2} {min:>10.2} {ratio:>10.2}");
+            }
+        }
+        for (label, entries, secs) in &self.fills {
+            println!("ROUTES fill to {entries} ({label}): {secs:.3} s from empty");
+        }
+    }
+
+    fn json(&self) -> String {
+        let mut results = Vec::new();
+        let mut all_drop = Vec::new();
+        for (label, _, paths) in &self.sizes {
+            for (name, samples) in paths {
+                let key = if *name == "xdp_drop" {
+                    all_drop.extend_from_slice(samples);
+                    format!("xdp_drop_ns_{label}")
+                } else {
+                    format!("xdp_{name}_ns_{label}")
+                };
+                results
+                    .push(serde_json::json!({"name": key, "value": median(samples), "unit": "ns"}));
+            }
+        }
+        if !all_drop.is_empty() {
+            results.push(serde_json::json!({"name": "xdp_drop_ns", "value": median(&all_drop), "unit": "ns"}));
+        }
+        for (label, _, secs) in &self.fills {
+            results.push(serde_json::json!({"name": format!("routes_fill_{label}_s"), "value": secs, "unit": "s"}));
+        }
+        let doc = serde_json::json!({ "results": results });
+        format!("{doc:#}\n")
+    }
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn minimum(samples: &[f64]) -> f64 {
+    samples.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// Registered number `i`: 11 digits starting with 2, spread over the space (the multiplier
+/// is coprime to 10^10, so distinct `i` give distinct numbers); number 0 is the hit number.
+fn route_key(i: u32) -> anyhow::Result<RouteKey> {
+    let spread = (u64::from(i) + 1) * 2_654_435_761 % 10_000_000_000;
+    normalize_number(format!("2{spread:010}").as_bytes()).map_err(|e| anyhow!("route {i}: {e}"))
+}
+
+/// `struct xdp_md` for BPF_PROG_TEST_RUN: no metadata, the whole frame, received on
+/// queue 0 of `ingress`; `egress_ifindex` must be 0.
+fn xdp_md(len: usize, ingress: u32) -> Vec<u8> {
+    let fields: [u32; 6] = [0, len as u32, 0, ingress, 0, 0];
+    fields.iter().flat_map(|f| f.to_ne_bytes()).collect()
+}
+
+/// Moves the calling thread (only) into the named network namespace.
+fn enter_netns(name: &str) -> anyhow::Result<()> {
+    let path = Path::new("/run/netns").join(name);
+    let ns = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: `ns` is an open namespace file; CLONE_NEWNET switches only this thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns into {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Keeps the benchmark thread on the CPU it runs on (test runs execute on the caller's
+/// CPU; migrations in between would add noise). Best effort.
+fn pin_to_current_cpu() -> Option<usize> {
+    // SAFETY: no arguments, no memory.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    // SAFETY: `set` is a zeroed cpu_set_t owned here; 0 names the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        (libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0)
+            .then_some(cpu)
+    }
+}
