@@ -131,10 +131,11 @@ mod tests {
     }
 
     #[test]
-    fn hit_number_is_generated_number_zero() {
-        assert_eq!(
-            format!("2{:010}", 2_654_435_761u64 % 10_000_000_000),
-            HIT_NUMBER
-        );
+    fn hit_number_is_generated_number_zero() -> anyhow::Result<()> {
+        let hit = normalize_number(HIT_NUMBER.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(crate::route_key(0)?, hit);
+        let miss = normalize_number(MISS_NUMBER.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(miss.len(), hit.len());
+        Ok(())
     }
 }

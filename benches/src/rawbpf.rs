@@ -10,7 +10,11 @@ use anyhow::Context;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `enum bpf_attach_type`: BPF_XDP.
+const BPF_XDP: u32 = 37;
+const XDP_FLAGS_SKB_MODE: u32 = 2;
 
 /// `r0 = XDP_DROP (1); exit` as `struct bpf_insn` (code, dst/src regs, off, imm), little-endian.
 const DROP_INSNS: [u64; 2] = [
@@ -62,6 +66,16 @@ struct TestRunAttr {
     _pad: u32,
 }
 
+/// `bpf_attr.link_create` for an XDP link: the fields before the per-type union.
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
 /// A loaded XDP program that returns `XDP_DROP`; closed on drop.
 pub struct DropProgram {
     fd: OwnedFd,
@@ -97,6 +111,7 @@ impl DropProgram {
             insns: DROP_INSNS.as_ptr() as u64,
             license: license.as_ptr() as u64,
             prog_name: name,
+            expected_attach_type: BPF_XDP,
             ..Default::default()
         };
         let fd = bpf(BPF_PROG_LOAD, &mut attr).context("BPF_PROG_LOAD of the XDP_DROP baseline")?;
@@ -104,6 +119,21 @@ impl DropProgram {
         Ok(Self {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
+    }
+
+    /// Attaches the program in generic mode to `ifindex` (of the calling thread's network
+    /// namespace) through a bpf_link, which detaches when the returned fd is closed.
+    pub fn attach_generic(&self, ifindex: u32) -> anyhow::Result<OwnedFd> {
+        let mut attr = LinkCreateAttr {
+            prog_fd: self.fd.as_raw_fd() as u32,
+            target_ifindex: ifindex,
+            attach_type: BPF_XDP,
+            flags: XDP_FLAGS_SKB_MODE,
+        };
+        let fd =
+            bpf(BPF_LINK_CREATE, &mut attr).context("BPF_LINK_CREATE for the XDP_DROP baseline")?;
+        // SAFETY: on success BPF_LINK_CREATE returns a new file descriptor that we now own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// One `BPF_PROG_TEST_RUN`: the program's return value and the kernel's mean duration
