@@ -3,6 +3,7 @@
 pub mod config;
 pub mod maps;
 pub mod stats;
+pub mod verify;
 pub mod xdp;
 
 /// The XDP object built by `build.rs` from `fastpath-ebpf`.
