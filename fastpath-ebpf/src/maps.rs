@@ -1,5 +1,6 @@
 //! The maps shared with the daemon, pinned by name under `/sys/fs/bpf/fastpath/`.
 
+use crate::forward::CachedHop;
 use aya_ebpf::{
     macros::map,
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
@@ -27,6 +28,10 @@ pub(crate) static EGRESS: DevMapHash = DevMapHash::pinned(MAX_EGRESS, 0);
 
 #[map]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
+
+/// Per-CPU FIB answers by peer id (see `forward::CachedHop`); rebuilt by a new program.
+#[map]
+pub(crate) static NEXT_HOPS: PerCpuArray<CachedHop> = PerCpuArray::with_max_entries(MAX_PEERS, 0);
 
 /// Always zero: never written by anyone, not pinned. The classifier seeds its counters from
 /// it so the verifier cannot constant-fold them (see `fastpath_common::classify_seeded`).

@@ -1084,6 +1084,23 @@ fn hit_back_out_of_the_ingress_goes_by_tx() -> Result<()> {
     })
 }
 
+/// The program keeps each peer's FIB answer for a while; a peer that moves must not be
+/// sent to its old next hop: the very next packet goes to the new address.
+#[test]
+fn a_moved_peer_gets_a_new_next_hop_at_once() -> Result<()> {
+    with_gateway("pkmov", |gw| {
+        let spec = v4_frame(&invite(V4_NUMBER));
+        gw.assert_forwarded("before the move", &spec)?;
+        gw.assert_forwarded("from the cached next hop", &spec)?;
+        let moved = CONFIG.replace("198.51.100.2:5060", "192.0.2.2:5060");
+        let config = fastpath::config::Config::parse(&moved)?;
+        fastpath::maps::apply_config(&mut gw.xdp.ebpf, &config, 2)?;
+        let to = gw.to_caller;
+        gw.assert_sent("after the move", &spec, to)?;
+        Ok(())
+    })
+}
+
 /// RFC 1071 sum of `data` folded to 16 bits, starting from `sum`.
 fn ones_sum(data: &[u8], mut sum: u32) -> u16 {
     for word in data.chunks(2) {
