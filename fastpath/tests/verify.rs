@@ -1,0 +1,437 @@
+//! Verification flows end to end (issue #4, item 3): the daemon side runs in the gateway
+//! namespace, SIPp plays the carrier trunk and the owner's phone in the carrier namespace
+//! (203.0.113.2), and a few raw RTP / UDP senders stand in for what SIPp cannot send.
+
+mod common;
+
+use std::{
+    fs::File,
+    future::Future,
+    net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use common::in_netns;
+use fastpath::verify::{
+    Channel, Failure, MissedCall, SipTrunkChannel, Timers,
+    dtmf::{self, RtpEvent},
+    missed_call,
+};
+use fastpath_common::normalize_number;
+use fastpath_tests::{ChildGuard, Host, Topology, netns::*};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+/// The number being verified, and the gateway's verification number.
+const OWNER: &str = "15550100001";
+const VERIFY_NUMBER: &str = "15550109000";
+/// The verification UAC's port and the missed-call listener's, on the gateway.
+const UAC_PORT: u16 = 5070;
+const LISTEN_PORT: u16 = 5080;
+/// Bounds every SIPp run; calls take well under a second on an idle box.
+const SIPP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn trunk() -> SocketAddr {
+    SocketAddr::new(CARRIER_V4.into(), SIP_PORT)
+}
+
+fn uac_local() -> SocketAddr {
+    SocketAddr::new(GW_CARRIER_V4.into(), UAC_PORT)
+}
+
+fn scenario(name: &str) -> String {
+    format!("{}/../tests/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One SIPp run in a namespace of the topology, under a guard, logging its messages.
+struct Sipp {
+    guard: ChildGuard,
+    dir: TempDir,
+}
+
+impl Sipp {
+    fn start(topology: &Topology, host: Host, args: &[String]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("fastpath-sipp-verify-").tempdir()?;
+        let log = dir.path().join("messages.log");
+        let mut all: Vec<String> = vec!["sipp".into()];
+        all.extend_from_slice(args);
+        all.extend(
+            [
+                "-m", "1", "-nd", "-nostdin", "-bind_local", "-trace_msg", "-message_file",
+            ]
+            .map(String::from),
+        );
+        all.push(log.to_string_lossy().into_owned());
+        all.extend(["-timeout".into(), format!("{}s", SIPP_TIMEOUT.as_secs())]);
+        let mut cmd = topology.command(host, &all);
+        cmd.current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.path().join("stdout.log"))?)
+            .stderr(File::create(dir.path().join("stderr.log"))?);
+        Ok(Self {
+            guard: ChildGuard::spawn(&mut cmd)?,
+            dir,
+        })
+    }
+
+    /// SIPp as the trunk, answering at 203.0.113.2:5060 with `scenario` and `-key`s.
+    fn trunk(topology: &Topology, name: &str, keys: &[(&str, &str)]) -> Result<Self> {
+        Self::trunk_at(topology, scenario(name), keys)
+    }
+
+    /// SIPp as the trunk answering with a final `status`: written into a copy of the
+    /// scenario, because SIPp checks status codes before it applies `-key`.
+    fn trunk_answering(topology: &Topology, name: &str, status: u16, reason: &str) -> Result<Self> {
+        let text = std::fs::read_to_string(scenario(name))?
+            .replace("[status]", &status.to_string())
+            .replace("[reason]", reason);
+        let dir = tempfile::Builder::new().prefix("fastpath-verify-scenario-").tempdir()?;
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        // SIPp reads the scenario at start; the copy may go once it has bound its port.
+        Self::trunk_at(topology, path.to_string_lossy().into_owned(), &[])
+    }
+
+    fn trunk_at(topology: &Topology, scenario: String, keys: &[(&str, &str)]) -> Result<Self> {
+        let mut args = vec![
+            "-sf".into(),
+            scenario,
+            "-i".into(),
+            CARRIER_V4.to_string(),
+            "-p".into(),
+            SIP_PORT.to_string(),
+        ];
+        for (key, value) in keys {
+            args.extend(["-key".into(), (*key).into(), (*value).into()]);
+        }
+        let mut sipp = Self::start(topology, Host::Carrier, &args)?;
+        sipp.wait_until_bound(SIP_PORT)?;
+        Ok(sipp)
+    }
+
+    /// SIPp placing the owner's call to the verification number at the listener, from
+    /// `local` in `host`'s namespace.
+    fn missed_call(topology: &Topology, host: Host, local: IpAddr) -> Result<Self> {
+        let listener = SocketAddr::new(GW_CARRIER_V4.into(), LISTEN_PORT);
+        let args: Vec<String> = vec![
+            "-sf".into(),
+            scenario("verify_caller_missed_call.xml"),
+            "-i".into(),
+            local.to_string(),
+            "-p".into(),
+            SIP_PORT.to_string(),
+            "-s".into(),
+            VERIFY_NUMBER.into(),
+            "-key".into(),
+            "caller".into(),
+            OWNER.into(),
+            listener.to_string(),
+        ];
+        Self::start(topology, host, &args)
+    }
+
+    fn wait_until_bound(&mut self, port: u16) -> Result<()> {
+        let needle = format!(":{port:04X} ");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(status) = self.guard.try_wait()? {
+                bail!("SIPp exited at start ({status}): {}", self.read("stderr.log"));
+            }
+            let table = std::fs::read_to_string(format!("/proc/{}/net/udp", self.guard.pid()))
+                .unwrap_or_default();
+            if table.lines().skip(1).any(|l| l.contains(&needle)) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("SIPp did not bind port {port}")
+    }
+
+    /// SIPp's exit code: 0 when its one call went through the whole scenario.
+    fn finish(&mut self) -> Result<i32> {
+        let status = self
+            .guard
+            .wait_timeout(SIPP_TIMEOUT + Duration::from_secs(5))?
+            .context("SIPp did not stop")?;
+        status.code().context("SIPp killed by a signal")
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    fn messages(&self) -> String {
+        self.read("messages.log")
+    }
+
+    /// Asserts that the scenario completed, with SIPp's log in the error otherwise.
+    fn assert_completed(&mut self) -> Result<()> {
+        let code = self.finish()?;
+        ensure!(
+            code == 0,
+            "SIPp scenario failed (exit {code}); stderr: {}\nmessages:\n{}",
+            self.read("stderr.log"),
+            self.messages()
+        );
+        Ok(())
+    }
+}
+
+/// Runs `body` on a tokio runtime on a thread inside the gateway's namespace: sockets it
+/// binds live there, as the daemon's would.
+fn on_gateway<T, F, Fut>(topology: &Topology, body: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<T>>,
+{
+    in_netns(&topology.ns_name(Host::Gateway), || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(body())
+    })
+}
+
+/// Binds the channel on the gateway with short timers (T1 = 100 ms: timer F = 6.4 s).
+async fn channel() -> Result<SipTrunkChannel> {
+    let timers = Timers {
+        t1: Duration::from_millis(100),
+        t2: Duration::from_millis(800),
+    };
+    Ok(SipTrunkChannel::with_timers(uac_local(), trunk(), timers).await?)
+}
+
+/// Calls the owner through SIPp's `scenario`, returns what `collect_dtmf` returned once
+/// SIPp has run the scenario to its end (the hang-up included).
+fn call(
+    topology: &Topology,
+    sipp: &mut Sipp,
+    digits: usize,
+    timeout: Duration,
+) -> Result<Result<String, Failure>> {
+    on_gateway(topology, || async {
+        let channel = channel().await?;
+        let result = channel.collect_dtmf(OWNER, digits, timeout).await;
+        // Keep the runtime (and the BYE it sends in the background) alive until the
+        // trunk has finished.
+        let done = tokio::task::block_in_place(|| sipp.assert_completed());
+        done.map(|()| result)
+    })
+}
+
+#[test]
+fn message_delivered_carries_the_code() -> Result<()> {
+    let topology = Topology::new("vf0")?;
+    let mut sipp = Sipp::trunk_answering(&topology, "verify_trunk_message.xml", 200, "OK")?;
+    let text = "Your fastpath verification code is 428135";
+    let result = on_gateway(&topology, || async {
+        Ok(channel().await?.send_message(OWNER, text).await)
+    })?;
+    assert_eq!(result, Ok(()));
+    sipp.assert_completed()?;
+    let log = sipp.messages();
+    assert!(
+        log.contains(&format!("MESSAGE sip:{OWNER}@{} SIP/2.0", trunk())),
+        "{log}"
+    );
+    assert!(log.contains("Content-Type: text/plain"), "{log}");
+    assert!(log.contains(text), "the body carries the code:\n{log}");
+    Ok(())
+}
+
+#[test]
+fn message_refused_means_the_number_is_gone() -> Result<()> {
+    let topology = Topology::new("vf1")?;
+    let mut sipp = Sipp::trunk_answering(&topology, "verify_trunk_message.xml", 404, "Not Found")?;
+    let result = on_gateway(&topology, || async {
+        Ok(channel().await?.send_message(OWNER, "code 1").await)
+    })?;
+    assert_eq!(result, Err(Failure::NumberGone(404)));
+    sipp.assert_completed()
+}
+
+#[test]
+fn message_without_a_trunk_times_out() -> Result<()> {
+    // Nothing listens at the trunk address: the MESSAGE is retransmitted until timer F.
+    let topology = Topology::new("vf9")?;
+    let started = Instant::now();
+    let result = on_gateway(&topology, || async {
+        Ok(channel().await?.send_message(OWNER, "code 1").await)
+    })?;
+    assert_eq!(result, Err(Failure::NoAnswer(Duration::from_millis(6400))));
+    assert!(started.elapsed() >= Duration::from_millis(6400));
+    Ok(())
+}
+
+#[test]
+fn call_answered_and_digits_typed_as_sip_info() -> Result<()> {
+    let topology = Topology::new("vf2")?;
+    let keys = [("d1", "4"), ("d2", "2"), ("d3", "8"), ("d4", "1"), ("d5", "3"), ("d6", "5")];
+    let mut sipp = Sipp::trunk(&topology, "verify_trunk_dtmf_info.xml", &keys)?;
+    let result = call(&topology, &mut sipp, 6, Duration::from_secs(20))?;
+    assert_eq!(result, Ok("428135".to_owned()));
+    // The call ended with our BYE, which SIPp's scenario waited for and answered.
+    assert!(sipp.messages().contains("BYE sip:phone@"), "{}", sipp.messages());
+    Ok(())
+}
+
+#[test]
+fn call_answered_with_wrong_digits_returns_them() -> Result<()> {
+    // The channel only reports what was typed; the registry compares it with the code.
+    let topology = Topology::new("vf4")?;
+    let keys = [("d1", "9"), ("d2", "*"), ("d3", "0"), ("d4", "#"), ("d5", "11"), ("d6", "A")];
+    let mut sipp = Sipp::trunk(&topology, "verify_trunk_dtmf_info.xml", &keys)?;
+    let result = call(&topology, &mut sipp, 6, Duration::from_secs(20))?;
+    assert_eq!(result, Ok("9*0##A".to_owned()));
+    Ok(())
+}
+
+/// Waits until the trunk's SIPp has received our ACK and returns the RTP port our
+/// INVITE's SDP offered.
+fn offered_rtp_port(sipp: &Sipp) -> Result<u16> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let log = sipp.messages();
+        if log.contains("ACK sip:") {
+            let port = log
+                .split("m=audio ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .context("no m=audio line in the INVITE")?;
+            return Ok(port.parse()?);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("the call was not answered and ACKed:\n{}", sipp.messages())
+}
+
+/// The packets of one key press as a phone sends them: three updates, then the end
+/// packet three times (RFC 4733 §2.5.1.4), all with the event's start timestamp.
+fn key_press(ssrc: u32, seq: &mut u16, timestamp: u32, digit: char) -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    for (i, end) in [false, false, false, true, true, true].into_iter().enumerate() {
+        let event = RtpEvent {
+            ssrc,
+            timestamp,
+            digit,
+            end,
+        };
+        let duration = 160 * (i as u16 + 1).min(4);
+        packets.push(dtmf::rtp_event_packet(*seq, event, dtmf::TELEPHONE_EVENT_PT, duration));
+        *seq = seq.wrapping_add(1);
+    }
+    packets
+}
+
+fn send_from(topology: &Topology, host: Host, from: SocketAddr, to: SocketAddr, packets: &[Vec<u8>]) -> Result<()> {
+    in_netns(&topology.ns_name(host), || {
+        let socket = StdUdpSocket::bind(from)?;
+        for packet in packets {
+            socket.send_to(packet, to)?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn call_answered_and_digits_typed_as_rfc4733_events() -> Result<()> {
+    let topology = Topology::new("vf3")?;
+    let mut sipp = Sipp::trunk(&topology, "verify_trunk_answer.xml", &[])?;
+    std::thread::scope(|scope| {
+        let phone = scope.spawn(|| -> Result<()> {
+            let port = offered_rtp_port(&sipp)?;
+            let gateway = SocketAddr::new(GW_CARRIER_V4.into(), port);
+            // A key press from an address the answer did not name: not the phone.
+            let mut seq = 1;
+            let spoof = key_press(0xbad, &mut seq, 80, '9');
+            let caller = SocketAddr::new(CALLER_V4.into(), 40_000);
+            send_from(&topology, Host::Caller, caller, gateway, &spoof)?;
+            let mut packets = vec![b"not rtp".to_vec(), vec![0x80, 0, 0, 1]];
+            for (i, digit) in "31#7".chars().enumerate() {
+                packets.extend(key_press(0x5eed, &mut seq, 1000 + 800 * i as u32, digit));
+            }
+            let phone = SocketAddr::new(CARRIER_V4.into(), 40_000);
+            send_from(&topology, Host::Carrier, phone, gateway, &packets)
+        });
+        let result = on_gateway(&topology, || async {
+            let channel = channel().await?;
+            let result = channel.collect_dtmf(OWNER, 4, Duration::from_secs(20)).await;
+            Ok(result)
+        });
+        phone.join().expect("phone thread")?;
+        assert_eq!(result?, Ok("31#7".to_owned()));
+        Ok::<_, anyhow::Error>(())
+    })?;
+    sipp.assert_completed()
+}
+
+#[test]
+fn no_answer_times_out_and_cancels() -> Result<()> {
+    let topology = Topology::new("vf5")?;
+    let mut sipp = Sipp::trunk(&topology, "verify_trunk_no_answer.xml", &[])?;
+    let timeout = Duration::from_secs(2);
+    let result = call(&topology, &mut sipp, 6, timeout)?;
+    assert_eq!(result, Err(Failure::NoAnswer(timeout)));
+    let log = sipp.messages();
+    assert!(log.contains("CANCEL sip:"), "no CANCEL sent:\n{log}");
+    Ok(())
+}
+
+#[test]
+fn busy_is_reported() -> Result<()> {
+    let topology = Topology::new("vf6")?;
+    let mut sipp = Sipp::trunk_answering(&topology, "verify_trunk_reject.xml", 486, "Busy Here")?;
+    let result = call(&topology, &mut sipp, 6, Duration::from_secs(10))?;
+    assert_eq!(result, Err(Failure::Busy));
+    Ok(())
+}
+
+#[test]
+fn far_end_hanging_up_early_leaves_the_digits_incomplete() -> Result<()> {
+    let topology = Topology::new("vf7")?;
+    let mut sipp = Sipp::trunk(&topology, "verify_trunk_hangup_early.xml", &[("d1", "4")])?;
+    let result = call(&topology, &mut sipp, 6, Duration::from_secs(20))?;
+    assert_eq!(result, Err(Failure::IncompleteDigits { got: 1, want: 6 }));
+    Ok(())
+}
+
+#[test]
+fn missed_call_only_from_the_trunk() -> Result<()> {
+    let topology = Topology::new("vf8")?;
+    let number = normalize_number(VERIFY_NUMBER.as_bytes()).expect("a valid number");
+    let topology = &topology;
+    on_gateway(topology, || async move {
+        let socket = tokio::net::UdpSocket::bind((GW_CARRIER_V4, LISTEN_PORT)).await?;
+        let (tx, mut rx) = mpsc::channel(8);
+        let listener = tokio::spawn(missed_call::listen(socket, trunk(), number, tx));
+
+        // The very same INVITE from the caller's side: not the trunk, so ignored.
+        let untrusted = tokio::task::block_in_place(|| -> Result<(i32, String)> {
+            let mut sipp = Sipp::missed_call(topology, Host::Caller, CALLER_V4.into())?;
+            Ok((sipp.finish()?, sipp.messages()))
+        })?;
+        ensure!(untrusted.0 != 0, "an untrusted INVITE was answered");
+        ensure!(!untrusted.1.contains("SIP/2.0 603"), "{}", untrusted.1);
+        ensure!(rx.try_recv().is_err(), "an untrusted INVITE verified a number");
+
+        // From the trunk: declined (SIPp's scenario needs the 603) and reported once.
+        tokio::task::block_in_place(|| {
+            Sipp::missed_call(topology, Host::Carrier, CARRIER_V4.into())?.assert_completed()
+        })?;
+        let missed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?;
+        ensure!(
+            missed == Some(MissedCall { caller: OWNER.into() }),
+            "got {missed:?}"
+        );
+        ensure!(rx.try_recv().is_err(), "one call, one missed call");
+        drop(rx);
+        // The listener ends once nobody listens to it.
+        tokio::time::timeout(Duration::from_secs(5), listener).await???;
+        Ok(())
+    })
+}
