@@ -8,6 +8,7 @@ use std::{
     fs::File,
     future::Future,
     net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket},
+    path::Path,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -18,6 +19,7 @@ use fastpath::verify::{
     Channel, Failure, MissedCall, SipTrunkChannel, Timers,
     dtmf::{self, RtpEvent},
     missed_call,
+    sip::{Message, StartLine},
 };
 use fastpath_common::normalize_number;
 use fastpath_tests::{ChildGuard, Host, Topology, netns::*};
@@ -53,13 +55,21 @@ struct Sipp {
 
 impl Sipp {
     fn start(topology: &Topology, host: Host, args: &[String]) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("fastpath-sipp-verify-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("fastpath-sipp-verify-")
+            .tempdir()?;
         let log = dir.path().join("messages.log");
         let mut all: Vec<String> = vec!["sipp".into()];
         all.extend_from_slice(args);
         all.extend(
             [
-                "-m", "1", "-nd", "-nostdin", "-bind_local", "-trace_msg", "-message_file",
+                "-m",
+                "1",
+                "-nd",
+                "-nostdin",
+                "-bind_local",
+                "-trace_msg",
+                "-message_file",
             ]
             .map(String::from),
         );
@@ -87,7 +97,9 @@ impl Sipp {
         let text = std::fs::read_to_string(scenario(name))?
             .replace("[status]", &status.to_string())
             .replace("[reason]", reason);
-        let dir = tempfile::Builder::new().prefix("fastpath-verify-scenario-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("fastpath-verify-scenario-")
+            .tempdir()?;
         let path = dir.path().join(name);
         std::fs::write(&path, text)?;
         // SIPp reads the scenario at start; the copy may go once it has bound its port.
@@ -127,6 +139,9 @@ impl Sipp {
             "-key".into(),
             "caller".into(),
             OWNER.into(),
+            // Unanswered, SIPp would retransmit for 31.5 s; three sends say enough.
+            "-max_invite_retrans".into(),
+            "2".into(),
             listener.to_string(),
         ];
         Self::start(topology, host, &args)
@@ -137,7 +152,10 @@ impl Sipp {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Some(status) = self.guard.try_wait()? {
-                bail!("SIPp exited at start ({status}): {}", self.read("stderr.log"));
+                bail!(
+                    "SIPp exited at start ({status}): {}",
+                    self.read("stderr.log")
+                );
             }
             let table = std::fs::read_to_string(format!("/proc/{}/net/udp", self.guard.pid()))
                 .unwrap_or_default();
@@ -270,12 +288,23 @@ fn message_without_a_trunk_times_out() -> Result<()> {
 #[test]
 fn call_answered_and_digits_typed_as_sip_info() -> Result<()> {
     let topology = Topology::new("vf2")?;
-    let keys = [("d1", "4"), ("d2", "2"), ("d3", "8"), ("d4", "1"), ("d5", "3"), ("d6", "5")];
+    let keys = [
+        ("d1", "4"),
+        ("d2", "2"),
+        ("d3", "8"),
+        ("d4", "1"),
+        ("d5", "3"),
+        ("d6", "5"),
+    ];
     let mut sipp = Sipp::trunk(&topology, "verify_trunk_dtmf_info.xml", &keys)?;
     let result = call(&topology, &mut sipp, 6, Duration::from_secs(20))?;
     assert_eq!(result, Ok("428135".to_owned()));
     // The call ended with our BYE, which SIPp's scenario waited for and answered.
-    assert!(sipp.messages().contains("BYE sip:phone@"), "{}", sipp.messages());
+    assert!(
+        sipp.messages().contains("BYE sip:phone@"),
+        "{}",
+        sipp.messages()
+    );
     Ok(())
 }
 
@@ -283,7 +312,14 @@ fn call_answered_and_digits_typed_as_sip_info() -> Result<()> {
 fn call_answered_with_wrong_digits_returns_them() -> Result<()> {
     // The channel only reports what was typed; the registry compares it with the code.
     let topology = Topology::new("vf4")?;
-    let keys = [("d1", "9"), ("d2", "*"), ("d3", "0"), ("d4", "#"), ("d5", "11"), ("d6", "A")];
+    let keys = [
+        ("d1", "9"),
+        ("d2", "*"),
+        ("d3", "0"),
+        ("d4", "#"),
+        ("d5", "11"),
+        ("d6", "A"),
+    ];
     let mut sipp = Sipp::trunk(&topology, "verify_trunk_dtmf_info.xml", &keys)?;
     let result = call(&topology, &mut sipp, 6, Duration::from_secs(20))?;
     assert_eq!(result, Ok("9*0##A".to_owned()));
@@ -309,11 +345,26 @@ fn offered_rtp_port(sipp: &Sipp) -> Result<u16> {
     bail!("the call was not answered and ACKed:\n{}", sipp.messages())
 }
 
+/// Waits until the trunk's SIPp log shows `needle`.
+fn wait_for_message(sipp: &Sipp, needle: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if sipp.messages().contains(needle) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("no {needle:?} in the trunk's log:\n{}", sipp.messages())
+}
+
 /// The packets of one key press as a phone sends them: three updates, then the end
 /// packet three times (RFC 4733 §2.5.1.4), all with the event's start timestamp.
 fn key_press(ssrc: u32, seq: &mut u16, timestamp: u32, digit: char) -> Vec<Vec<u8>> {
     let mut packets = Vec::new();
-    for (i, end) in [false, false, false, true, true, true].into_iter().enumerate() {
+    for (i, end) in [false, false, false, true, true, true]
+        .into_iter()
+        .enumerate()
+    {
         let event = RtpEvent {
             ssrc,
             timestamp,
@@ -321,13 +372,24 @@ fn key_press(ssrc: u32, seq: &mut u16, timestamp: u32, digit: char) -> Vec<Vec<u
             end,
         };
         let duration = 160 * (i as u16 + 1).min(4);
-        packets.push(dtmf::rtp_event_packet(*seq, event, dtmf::TELEPHONE_EVENT_PT, duration));
+        packets.push(dtmf::rtp_event_packet(
+            *seq,
+            event,
+            dtmf::TELEPHONE_EVENT_PT,
+            duration,
+        ));
         *seq = seq.wrapping_add(1);
     }
     packets
 }
 
-fn send_from(topology: &Topology, host: Host, from: SocketAddr, to: SocketAddr, packets: &[Vec<u8>]) -> Result<()> {
+fn send_from(
+    topology: &Topology,
+    host: Host,
+    from: SocketAddr,
+    to: SocketAddr,
+    packets: &[Vec<u8>],
+) -> Result<()> {
     in_netns(&topology.ns_name(host), || {
         let socket = StdUdpSocket::bind(from)?;
         for packet in packets {
@@ -360,7 +422,12 @@ fn call_answered_and_digits_typed_as_rfc4733_events() -> Result<()> {
         });
         let result = on_gateway(&topology, || async {
             let channel = channel().await?;
-            let result = channel.collect_dtmf(OWNER, 4, Duration::from_secs(20)).await;
+            let result = channel
+                .collect_dtmf(OWNER, 4, Duration::from_secs(20))
+                .await;
+            // Keep the runtime, and the BYE it sends in the background, until the
+            // trunk has the BYE.
+            tokio::task::block_in_place(|| wait_for_message(&sipp, "BYE sip:phone@"))?;
             Ok(result)
         });
         phone.join().expect("phone thread")?;
@@ -417,7 +484,10 @@ fn missed_call_only_from_the_trunk() -> Result<()> {
         })?;
         ensure!(untrusted.0 != 0, "an untrusted INVITE was answered");
         ensure!(!untrusted.1.contains("SIP/2.0 603"), "{}", untrusted.1);
-        ensure!(rx.try_recv().is_err(), "an untrusted INVITE verified a number");
+        ensure!(
+            rx.try_recv().is_err(),
+            "an untrusted INVITE verified a number"
+        );
 
         // From the trunk: declined (SIPp's scenario needs the 603) and reported once.
         tokio::task::block_in_place(|| {
@@ -425,13 +495,204 @@ fn missed_call_only_from_the_trunk() -> Result<()> {
         })?;
         let missed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?;
         ensure!(
-            missed == Some(MissedCall { caller: OWNER.into() }),
+            missed
+                == Some(MissedCall {
+                    caller: OWNER.into()
+                }),
             "got {missed:?}"
         );
         ensure!(rx.try_recv().is_err(), "one call, one missed call");
         drop(rx);
         // The listener ends once nobody listens to it.
         tokio::time::timeout(Duration::from_secs(5), listener).await???;
+        Ok(())
+    })
+}
+
+/// A hand-driven trunk in the carrier namespace, for what SIPp cannot do on cue: stay
+/// silent, send garbage, retransmit a 2xx.
+struct FakeTrunk {
+    socket: StdUdpSocket,
+}
+
+impl FakeTrunk {
+    fn new() -> Result<Self> {
+        let socket = StdUdpSocket::bind(trunk())?;
+        socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Self { socket })
+    }
+
+    /// The next message from the UAC that `wanted` accepts; others (our 481s to the
+    /// garbage below, for one) are skipped.
+    fn expect(&self, what: &str, wanted: impl Fn(&Message) -> bool) -> Result<Message> {
+        let mut buf = [0u8; 65_535];
+        loop {
+            let (len, _) = self
+                .socket
+                .recv_from(&mut buf)
+                .with_context(|| format!("waiting for {what}"))?;
+            let message = Message::parse(&buf[..len])
+                .map_err(|e| anyhow::anyhow!("the UAC sent an unparsable message: {e}"))?;
+            if wanted(&message) {
+                return Ok(message);
+            }
+        }
+    }
+
+    fn expect_request(&self, method: &str) -> Result<Message> {
+        self.expect(method, |m| m.method() == Some(method))
+    }
+
+    fn send(&self, bytes: &[u8]) -> Result<()> {
+        self.socket.send_to(bytes, uac_local())?;
+        Ok(())
+    }
+
+    /// Every RFC 4475 torture message, plus bytes that are no SIP at all.
+    fn send_garbage(&self) -> Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sip-torture/rfc4475");
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+            self.send(&std::fs::read(entry?.path())?)?;
+        }
+        for junk in [&b""[..], b"\r\n\r\n", b"SIP/2.0 200", &[0xff; 1400]] {
+            self.send(junk)?;
+        }
+        Ok(())
+    }
+}
+
+/// A response to `request` with `status`, the To tagged, and extra header lines.
+fn respond(request: &Message, status: &str, extra: &str) -> Vec<u8> {
+    let vias: String = request
+        .headers_named("via")
+        .map(|v| format!("Via: {v}\r\n"))
+        .collect();
+    format!(
+        "SIP/2.0 {status}\r\n{vias}From: {}\r\nTo: {};tag=trunk1\r\nCall-ID: {}\r\n\
+         CSeq: {}\r\n{extra}",
+        request.header("from").unwrap_or_default(),
+        request.header("to").unwrap_or_default(),
+        request.call_id().unwrap_or_default(),
+        request.header("cseq").unwrap_or_default(),
+    )
+    .into_bytes()
+}
+
+#[test]
+fn message_survives_garbage_and_retransmits() -> Result<()> {
+    let topology = Topology::new("vfa")?;
+    let topology = &topology;
+    std::thread::scope(|scope| {
+        let trunk = scope.spawn(|| {
+            in_netns(&topology.ns_name(Host::Carrier), || {
+                let fake = FakeTrunk::new()?;
+                let first = fake.expect_request("MESSAGE")?;
+                // Silence: timer E must send the same request again.
+                let again = fake.expect_request("MESSAGE")?;
+                ensure!(
+                    again.top_branch() == first.top_branch(),
+                    "a retransmission keeps its branch"
+                );
+                ensure!(again.body == first.body);
+                fake.send_garbage()?;
+                // A final response for another transaction must not end this one.
+                let other =
+                    String::from_utf8(respond(&first, "200 OK", "Content-Length: 0\r\n\r\n"))?
+                        .replacen(first.top_branch().unwrap_or_default(), "z9hG4bKnotours", 1);
+                fake.send(other.as_bytes())?;
+                fake.send(&respond(&first, "100 Trying", "Content-Length: 0\r\n\r\n"))?;
+                fake.send(&respond(&first, "410 Gone", "Content-Length: 0\r\n\r\n"))?;
+                Ok(())
+            })
+        });
+        let result = on_gateway(topology, || async {
+            Ok(channel().await?.send_message(OWNER, "code 1").await)
+        });
+        trunk.join().expect("trunk thread")?;
+        ensure!(result? == Err(Failure::NumberGone(410)));
+        Ok(())
+    })
+}
+
+#[test]
+fn call_retransmits_invite_reacks_2xx_and_checks_dialog() -> Result<()> {
+    let topology = Topology::new("vfb")?;
+    let topology = &topology;
+    std::thread::scope(|scope| {
+        let trunk = scope.spawn(|| {
+            in_netns(&topology.ns_name(Host::Carrier), || {
+                let fake = FakeTrunk::new()?;
+                let first = fake.expect_request("INVITE")?;
+                let again = fake.expect_request("INVITE")?;
+                ensure!(again.top_branch() == first.top_branch(), "timer A resends the INVITE");
+                let sdp = "v=0\r\nc=IN IP4 203.0.113.2\r\nm=audio 6000 RTP/AVP 0 101\r\n\
+                           a=rtpmap:101 telephone-event/8000\r\n";
+                let ok = respond(
+                    &first,
+                    "200 OK",
+                    &format!(
+                        "Contact: <sip:phone@{}>\r\nContent-Type: application/sdp\r\n\
+                         Content-Length: {}\r\n\r\n{sdp}",
+                        trunk(),
+                        sdp.len()
+                    ),
+                );
+                fake.send(&ok)?;
+                let ack = fake.expect_request("ACK")?;
+                ensure!(ack.to_tag() == Some("trunk1"), "the ACK is in the dialog");
+                // Our 2xx again, as if the ACK were lost: it must be ACKed again.
+                fake.send(&ok)?;
+                fake.expect_request("ACK")?;
+                fake.send_garbage()?;
+
+                let info = |cseq: u32, to_tag: &str, digit: char| {
+                    format!(
+                        "INFO sip:fastpath@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKi{cseq}\r\n\
+                         From: <sip:phone@203.0.113.2>;tag=trunk1\r\nTo: <sip:fastpath@{}>;tag={to_tag}\r\n\
+                         Call-ID: {}\r\nCSeq: {cseq} INFO\r\nContent-Type: application/dtmf-relay\r\n\
+                         Content-Length: 10\r\n\r\nSignal={digit}\r\n",
+                        uac_local(),
+                        trunk(),
+                        uac_local(),
+                        first.call_id().unwrap_or_default()
+                    )
+                };
+                let our_tag = first.from_tag().unwrap_or_default().to_owned();
+                let answer_to = |cseq: u32| {
+                    move |m: &Message| m.status().is_some() && m.cseq().is_some_and(|(n, _)| n == cseq)
+                };
+                // Outside the dialog (wrong tag): refused, and no digit.
+                fake.send(info(10, "forged", '9').as_bytes())?;
+                ensure!(fake.expect("481", answer_to(10))?.status() == Some(481));
+                fake.send(info(11, &our_tag, '7').as_bytes())?;
+                ensure!(fake.expect("200", answer_to(11))?.status() == Some(200));
+                // Not a DTMF body: 415.
+                let text = info(12, &our_tag, '1').replace("application/dtmf-relay", "text/plain");
+                fake.send(text.as_bytes())?;
+                ensure!(fake.expect("415", answer_to(12))?.status() == Some(415));
+                fake.send(info(13, &our_tag, '3').as_bytes())?;
+                ensure!(fake.expect("200", answer_to(13))?.status() == Some(200));
+                let bye = fake.expect_request("BYE")?;
+                ensure!(bye.to_tag() == Some("trunk1"));
+                ensure!(matches!(&bye.start, StartLine::Request { uri, .. } if *uri == format!("sip:phone@{}", trunk())));
+                fake.send(&respond(&bye, "200 OK", "Content-Length: 0\r\n\r\n"))?;
+                Ok(())
+            })
+        });
+        let result = on_gateway(topology, || async {
+            let channel = channel().await?;
+            let result = channel
+                .collect_dtmf(OWNER, 2, Duration::from_secs(20))
+                .await;
+            // Until the trunk saw the BYE the runtime must live (the BYE goes out in the
+            // background); the trunk thread ends after answering it.
+            while !trunk.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(result)
+        });
+        trunk.join().expect("trunk thread")?;
+        ensure!(result? == Ok("73".to_owned()), "digits");
         Ok(())
     })
 }
