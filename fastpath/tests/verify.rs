@@ -696,3 +696,73 @@ fn call_retransmits_invite_reacks_2xx_and_checks_dialog() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn missed_call_retransmissions_count_once() -> Result<()> {
+    let topology = Topology::new("vfc")?;
+    let number = normalize_number(VERIFY_NUMBER.as_bytes()).expect("a valid number");
+    let listener_addr = SocketAddr::new(GW_CARRIER_V4.into(), LISTEN_PORT);
+    let invite = |to: &str, call_id: &str| {
+        format!(
+            "INVITE sip:+{to}@{listener_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{call_id}\r\n\
+             From: <tel:+1-555-010-0001>;tag=o\r\nTo: <sip:+{to}@{listener_addr}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+            trunk()
+        )
+    };
+    let topology = &topology;
+    on_gateway(topology, || async move {
+        let socket = tokio::net::UdpSocket::bind(listener_addr).await?;
+        let (tx, mut rx) = mpsc::channel(8);
+        let listener = tokio::spawn(missed_call::listen(socket, trunk(), number, tx));
+        let replies = tokio::task::block_in_place(|| {
+            in_netns(&topology.ns_name(Host::Carrier), || {
+                let fake = FakeTrunk::new()?;
+                fake.socket
+                    .set_read_timeout(Some(Duration::from_millis(500)))?;
+                let send = |bytes: &[u8]| fake.socket.send_to(bytes, listener_addr);
+                let dir =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sip-torture/rfc4475");
+                for entry in std::fs::read_dir(&dir)? {
+                    send(&std::fs::read(entry?.path())?)?;
+                }
+                // Another number: not a verification call, not answered.
+                send(invite("15550109001", "other").as_bytes())?;
+                // The same INVITE three times (timer A): one missed call, one answer.
+                for _ in 0..3 {
+                    send(invite(VERIFY_NUMBER, "call-1").as_bytes())?;
+                }
+                let mut replies = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok((len, _)) = fake.socket.recv_from(&mut buf) {
+                    replies.push(Message::parse(&buf[..len])?);
+                }
+                Ok(replies)
+            })
+        })?;
+        ensure!(
+            replies.len() == 3,
+            "one reply per INVITE copy, got {replies:?}"
+        );
+        for reply in &replies {
+            ensure!(reply.status() == Some(603), "{reply:?}");
+            ensure!(reply.call_id() == Some("call-1"));
+            ensure!(reply.to_tag().is_some() && reply.to_tag() == replies[0].to_tag());
+        }
+        let missed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?;
+        ensure!(
+            missed
+                == Some(MissedCall {
+                    caller: OWNER.into()
+                }),
+            "got {missed:?}"
+        );
+        ensure!(
+            rx.try_recv().is_err(),
+            "retransmissions are not new missed calls"
+        );
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), listener).await???;
+        Ok(())
+    })
+}
