@@ -88,12 +88,22 @@ impl Sipp {
 
     /// SIPp as the trunk, answering at 203.0.113.2:5060 with `scenario` and `-key`s.
     fn trunk(topology: &Topology, name: &str, keys: &[(&str, &str)]) -> Result<Self> {
-        Self::trunk_at(topology, scenario(name), keys)
+        Self::trunk_at(topology, CARRIER_V4.into(), scenario(name), keys)
     }
 
     /// SIPp as the trunk answering with a final `status`: written into a copy of the
     /// scenario, because SIPp checks status codes before it applies `-key`.
     fn trunk_answering(topology: &Topology, name: &str, status: u16, reason: &str) -> Result<Self> {
+        Self::trunk_answering_at(topology, CARRIER_V4.into(), name, status, reason)
+    }
+
+    fn trunk_answering_at(
+        topology: &Topology,
+        ip: IpAddr,
+        name: &str,
+        status: u16,
+        reason: &str,
+    ) -> Result<Self> {
         let text = std::fs::read_to_string(scenario(name))?
             .replace("[status]", &status.to_string())
             .replace("[reason]", reason);
@@ -103,15 +113,20 @@ impl Sipp {
         let path = dir.path().join(name);
         std::fs::write(&path, text)?;
         // SIPp reads the scenario at start; the copy may go once it has bound its port.
-        Self::trunk_at(topology, path.to_string_lossy().into_owned(), &[])
+        Self::trunk_at(topology, ip, path.to_string_lossy().into_owned(), &[])
     }
 
-    fn trunk_at(topology: &Topology, scenario: String, keys: &[(&str, &str)]) -> Result<Self> {
+    fn trunk_at(
+        topology: &Topology,
+        ip: IpAddr,
+        scenario: String,
+        keys: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut args = vec![
             "-sf".into(),
             scenario,
             "-i".into(),
-            CARRIER_V4.to_string(),
+            ip.to_string(),
             "-p".into(),
             SIP_PORT.to_string(),
         ];
@@ -157,9 +172,14 @@ impl Sipp {
                     self.read("stderr.log")
                 );
             }
-            let table = std::fs::read_to_string(format!("/proc/{}/net/udp", self.guard.pid()))
-                .unwrap_or_default();
-            if table.lines().skip(1).any(|l| l.contains(&needle)) {
+            let bound = ["udp", "udp6"].iter().any(|table| {
+                std::fs::read_to_string(format!("/proc/{}/net/{table}", self.guard.pid()))
+                    .unwrap_or_default()
+                    .lines()
+                    .skip(1)
+                    .any(|l| l.contains(&needle))
+            });
+            if bound {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -258,6 +278,36 @@ fn message_delivered_carries_the_code() -> Result<()> {
     );
     assert!(log.contains("Content-Type: text/plain"), "{log}");
     assert!(log.contains(text), "the body carries the code:\n{log}");
+    Ok(())
+}
+
+#[test]
+fn message_over_ipv6() -> Result<()> {
+    let topology = Topology::new("vfe")?;
+    let mut sipp = Sipp::trunk_answering_at(
+        &topology,
+        CARRIER_V6.into(),
+        "verify_trunk_message.xml",
+        200,
+        "OK",
+    )?;
+    let trunk = SocketAddr::new(CARRIER_V6.into(), SIP_PORT);
+    let local = SocketAddr::new(GW_CARRIER_V6.into(), UAC_PORT);
+    let result = on_gateway(&topology, || async move {
+        let channel = SipTrunkChannel::bind(local, trunk).await?;
+        Ok(channel.send_message(OWNER, "code 7").await)
+    })?;
+    assert_eq!(result, Ok(()));
+    sipp.assert_completed()?;
+    let log = sipp.messages();
+    assert!(
+        log.contains(&format!("MESSAGE sip:{OWNER}@[{CARRIER_V6}]:5060 SIP/2.0")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("Via: SIP/2.0/UDP [{GW_CARRIER_V6}]:5070;")),
+        "{log}"
+    );
     Ok(())
 }
 
@@ -504,7 +554,7 @@ fn missed_call_only_from_the_trunk() -> Result<()> {
         ensure!(rx.try_recv().is_err(), "one call, one missed call");
         drop(rx);
         // The listener ends once nobody listens to it.
-        tokio::time::timeout(Duration::from_secs(5), listener).await???;
+        tokio::time::timeout(Duration::from_secs(5), listener).await??;
         Ok(())
     })
 }
@@ -762,7 +812,45 @@ fn missed_call_retransmissions_count_once() -> Result<()> {
             "retransmissions are not new missed calls"
         );
         drop(rx);
-        tokio::time::timeout(Duration::from_secs(5), listener).await???;
+        tokio::time::timeout(Duration::from_secs(5), listener).await??;
+        Ok(())
+    })
+}
+
+#[test]
+fn concurrent_messages_get_their_own_answers() -> Result<()> {
+    // One socket, two deliveries in flight: each answer reaches the delivery it belongs to.
+    let topology = Topology::new("vfd")?;
+    let topology = &topology;
+    std::thread::scope(|scope| {
+        let trunk = scope.spawn(|| {
+            in_netns(&topology.ns_name(Host::Carrier), || {
+                let fake = FakeTrunk::new()?;
+                let to_a =
+                    |m: &Message| m.method() == Some("MESSAGE") && m.body.ends_with(b"for a");
+                let a = fake.expect("MESSAGE for a", to_a)?;
+                let b = fake.expect("MESSAGE for b", |m| {
+                    m.method() == Some("MESSAGE") && m.body.ends_with(b"for b")
+                })?;
+                // Answered in the opposite order.
+                fake.send(&respond(&b, "404 Not Found", "Content-Length: 0\r\n\r\n"))?;
+                fake.send(&respond(&a, "202 Accepted", "Content-Length: 0\r\n\r\n"))?;
+                Ok(())
+            })
+        });
+        let results = on_gateway(topology, || async {
+            let channel = channel().await?;
+            let a = channel.send_message(OWNER, "code for a");
+            let b = async {
+                // Any order works (the trunk picks each by body, retransmissions cover
+                // what it skips); a short lead for a just makes the usual order.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                channel.send_message("15550100002", "code for b").await
+            };
+            Ok(tokio::join!(a, b))
+        });
+        trunk.join().expect("trunk thread")?;
+        ensure!(results? == (Ok(()), Err(Failure::NumberGone(404))));
         Ok(())
     })
 }

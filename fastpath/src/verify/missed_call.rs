@@ -6,7 +6,7 @@
 //! so that the proxy can make it on its own socket later; [`listen`] is a standalone
 //! listener until then.
 
-use std::{collections::VecDeque, io, net::SocketAddr, time::Duration};
+use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 
 use fastpath_common::{RouteKey, Verdict, classify};
 use tokio::{net::UdpSocket, sync::mpsc, time::Instant};
@@ -84,13 +84,14 @@ const REMEMBER: Duration = Duration::from_secs(32);
 const REMEMBER_MAX: usize = 1024;
 
 /// Receives on `socket` until `tx` is closed: each missed call from the trunk is
-/// rejected with 603 and sent on `tx` once; everything else is ignored.
+/// rejected with 603 and sent on `tx` once; everything else is ignored. Socket errors
+/// do not end it.
 pub async fn listen(
     socket: UdpSocket,
     trunk: SocketAddr,
     number: RouteKey,
     tx: mpsc::Sender<MissedCall>,
-) -> io::Result<()> {
+) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut recent: VecDeque<(String, Instant, Vec<u8>)> = VecDeque::new();
     loop {
@@ -102,7 +103,7 @@ pub async fn listen(
                     continue;
                 }
             },
-            () = tx.closed() => return Ok(()),
+            () = tx.closed() => return,
         };
         let Ok(message) = Message::parse(&buf[..len]) else {
             debug!("missed-call listener: ignoring unparsable message from {src}");
@@ -124,16 +125,24 @@ pub async fn listen(
         }
         if let Some((_, _, reply)) = recent.iter().find(|(id, _, _)| *id == call_id) {
             // A retransmitted INVITE: the same answer again, not a second missed call.
-            socket.send_to(reply, src).await?;
+            send_reply(&socket, reply, src).await;
             continue;
         }
         let tag = compose::random_token();
         let reply = compose::response(&message, REJECT_STATUS, "Decline", Some(&tag));
-        socket.send_to(&reply, src).await?;
+        send_reply(&socket, &reply, src).await;
         recent.push_back((call_id, now, reply));
         if tx.send(missed).await.is_err() {
-            return Ok(());
+            return;
         }
+    }
+}
+
+/// A reply that cannot be sent (no route back, say) is lost like a datagram: the
+/// trunk retransmits, and the listener goes on.
+async fn send_reply(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
+    if let Err(e) = socket.send_to(reply, to).await {
+        debug!("missed-call listener: cannot answer {to}: {e}");
     }
 }
 

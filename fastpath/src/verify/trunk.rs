@@ -201,7 +201,7 @@ impl Dialog {
         extra: &[(&str, String)],
         body: Option<(&str, &[u8])>,
     ) -> Vec<u8> {
-        self.request_to(&self.target.clone(), method, branch, self.cseq, extra, body)
+        self.request_to(&self.target, method, branch, self.cseq, extra, body)
     }
 
     /// As [`Dialog::request`], with the Request-URI and CSeq number given: an ACK to a
