@@ -496,6 +496,15 @@ fn no_answer_times_out_and_cancels() -> Result<()> {
     assert_eq!(result, Err(Failure::NoAnswer(timeout)));
     let log = sipp.messages();
     assert!(log.contains("CANCEL sip:"), "no CANCEL sent:\n{log}");
+    let ack = log
+        .split("ACK sip:")
+        .nth(1)
+        .context("the 487 was not ACKed")?;
+    let to = ack
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .context("ACK without To")?;
+    assert!(to.contains(";tag="), "{to}");
     Ok(())
 }
 
@@ -505,6 +514,14 @@ fn busy_is_reported() -> Result<()> {
     let mut sipp = Sipp::trunk_answering(&topology, "verify_trunk_reject.xml", 486, "Busy Here")?;
     let result = call(&topology, &mut sipp, 6, Duration::from_secs(10))?;
     assert_eq!(result, Err(Failure::Busy));
+    // The ACK of an error response carries the To tag of that response (RFC 3261 §17.1.1.3).
+    let log = sipp.messages();
+    let ack = log.split("ACK sip:").nth(1).context("no ACK")?;
+    let to = ack
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .context("ACK without To")?;
+    assert!(to.contains(";tag="), "{to}");
     Ok(())
 }
 

@@ -54,7 +54,7 @@ pub(super) async fn collect(
         Ringing::Answered(answer) => answer,
         Ringing::TimedOut { provisional } => {
             if provisional
-                && let Some(late) = cancel(&mut session, &dialog, &invite, timers).await?
+                && let Some(late) = cancel(&mut session, &mut dialog, &invite, timers).await?
             {
                 // Answered as we gave up: end that call too.
                 dialog.establish(&late);
@@ -63,8 +63,10 @@ pub(super) async fn collect(
             }
             return Err(Failure::NoAnswer(timeout));
         }
-        Ringing::Failed(status) => {
-            // A final error is ACKed within the INVITE transaction (§17.1.1.3).
+        Ringing::Failed { status, to_tag } => {
+            // A final error is ACKed within the INVITE transaction, its To as in the
+            // response (§17.1.1.3).
+            dialog.remote_tag = to_tag;
             let ack = dialog.request_to(&invite.uri, "ACK", &invite.branch, invite.cseq, &[], None);
             transport.send(&ack).await?;
             session.ack = Some(ack);
@@ -108,7 +110,7 @@ struct Invite {
 
 enum Ringing {
     Answered(Message),
-    Failed(u16),
+    Failed { status: u16, to_tag: Option<String> },
     TimedOut { provisional: bool },
 }
 
@@ -135,7 +137,10 @@ async fn ring(
                     Some(status) if answers(&message, &invite.branch, "INVITE") => match status {
                         100..=199 => provisional = true,
                         200..=299 => return Ok(Ringing::Answered(message)),
-                        _ => return Ok(Ringing::Failed(status)),
+                        _ => return Ok(Ringing::Failed {
+                            status,
+                            to_tag: message.to_tag().map(str::to_owned),
+                        }),
                     },
                     Some(_) => {}
                     None => {
@@ -166,7 +171,7 @@ async fn ring(
 /// is ACKed; a 2xx that crossed the CANCEL is returned so that the caller can end it.
 async fn cancel(
     session: &mut Session,
-    dialog: &Dialog,
+    dialog: &mut Dialog,
     invite: &Invite,
     timers: Timers,
 ) -> Result<Option<Message>, Failure> {
@@ -195,6 +200,7 @@ async fn cancel(
                         100..=199 => {}
                         200..=299 => return Ok(Some(message)),
                         _ => {
+                            dialog.remote_tag = message.to_tag().map(str::to_owned);
                             let ack = dialog.request_to(&invite.uri, "ACK", &invite.branch, invite.cseq, &[], None);
                             transport.send(&ack).await?;
                             session.ack = Some(ack);
