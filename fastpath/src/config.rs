@@ -20,6 +20,17 @@ struct File {
     peers: Vec<PeerEntry>,
     #[serde(default)]
     routes: Vec<RouteEntry>,
+    #[serde(default)]
+    verification: Option<VerificationSection>,
+}
+
+/// Ownership verification over the carrier trunk (optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerificationSection {
+    trunk: SocketAddr,
+    number: String,
+    local: SocketAddr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +81,18 @@ pub struct Config {
     /// Peer id (index into `PEERS`) is the position in this list.
     pub peers: Vec<Peer>,
     pub routes: Vec<Route>,
+    pub verification: Option<Verification>,
+}
+
+/// Where verification codes go out and missed calls come in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The carrier's SIP trunk; missed calls are trusted from its address only.
+    pub trunk: SocketAddr,
+    /// The number owners call for a missed-call verification.
+    pub number: RouteKey,
+    /// The verification UAC's own address (goes into Via, Contact and SDP).
+    pub local: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +169,7 @@ impl Config {
                 file.xdp.max_routes
             );
         }
+        let verification = file.verification.map(verification).transpose()?;
         let peers = file
             .peers
             .into_iter()
@@ -159,8 +183,31 @@ impl Config {
             max_routes: file.xdp.max_routes,
             peers,
             routes,
+            verification,
         })
     }
+}
+
+fn verification(section: VerificationSection) -> anyhow::Result<Verification> {
+    let number = normalize_number(section.number.as_bytes())
+        .map_err(|e| anyhow::anyhow!("verification.number '{}': {e}", section.number))?;
+    if section.trunk.port() == 0 || section.trunk.ip().is_unspecified() {
+        bail!(
+            "verification.trunk: {} is not a trunk address",
+            section.trunk
+        );
+    }
+    if section.local.port() == 0 || section.local.ip().is_unspecified() {
+        bail!(
+            "verification.local: {} must be a specific address and port (it goes into SIP headers)",
+            section.local
+        );
+    }
+    Ok(Verification {
+        trunk: section.trunk,
+        number,
+        local: section.local,
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +249,20 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_verification_section() {
+        let config = Config::parse(
+            "[verification]\ntrunk = \"203.0.113.2:5060\"\nnumber = \"+1 555 010 9000\"\n\
+             local = \"203.0.113.1:5070\"\n",
+        )
+        .unwrap();
+        let v = config.verification.unwrap();
+        assert_eq!(v.trunk, "203.0.113.2:5060".parse().unwrap());
+        assert_eq!(v.number, normalize_number(b"15550109000").unwrap());
+        assert_eq!(v.local, "203.0.113.1:5070".parse().unwrap());
+        assert_eq!(Config::parse(GOOD).unwrap().verification, None);
+    }
+
+    #[test]
     fn empty_file_means_defaults() {
         let config = Config::parse("").unwrap();
         assert_eq!(config.sip_ports, [DEFAULT_SIP_PORT]);
@@ -239,6 +300,19 @@ mod tests {
                 "address",
             ),
             ("bogus = 1", "bogus"),
+            (
+                "[verification]\ntrunk = \"203.0.113.2:5060\"\nnumber = \"x\"\nlocal = \"203.0.113.1:5070\"",
+                "verification.number",
+            ),
+            (
+                "[verification]\ntrunk = \"203.0.113.2:5060\"\nnumber = \"1\"\nlocal = \"0.0.0.0:5070\"",
+                "verification.local",
+            ),
+            (
+                "[verification]\ntrunk = \"203.0.113.2:0\"\nnumber = \"1\"\nlocal = \"203.0.113.1:5070\"",
+                "verification.trunk",
+            ),
+            ("[verification]\ntrunk = \"203.0.113.2:5060\"", "number"),
         ];
         for (text, key) in cases {
             let error = error_of(text);
