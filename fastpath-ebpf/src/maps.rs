@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
 };
 use fastpath_common::{
-    Counter, RouteKey, SCAN_LEN,
+    Counter, RouteKey, Window,
     maps::{Config, DEFAULT_MAX_ROUTES, MAX_EGRESS, MAX_PEERS, PeerValue, RouteValue},
 };
 
@@ -33,11 +33,6 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 
 #[map]
 pub(crate) static NEXT_HOPS: PerCpuArray<CachedHop> = PerCpuArray::with_max_entries(MAX_PEERS, 0);
 
-/// Always zero: never written by anyone, not pinned. The classifier seeds its counters from
-/// it so the verifier cannot constant-fold them (see `fastpath_common::classify_seeded`).
-#[map]
-pub(crate) static OPAQUE_ZERO: Array<u32> = Array::with_max_entries(1, 0);
-
 /// Per-CPU copy of the start of the UDP payload, where the classifier reads it.
 #[map]
-pub(crate) static SCAN_WINDOW: PerCpuArray<[u8; SCAN_LEN]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCAN_WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
