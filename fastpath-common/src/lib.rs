@@ -26,4 +26,5 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::RouteValue {}
     unsafe impl aya::Pod for crate::maps::PeerValue {}
     unsafe impl aya::Pod for crate::maps::Config {}
+    unsafe impl aya::Pod for crate::maps::PeerCounters {}
 }

@@ -9,7 +9,7 @@ use crate::{
     eth::L2,
     forward::{self, FibQuery},
     ref_at::{ref_mut_at, remaining},
-    sip, udp,
+    sip, stats, udp,
 };
 
 const IPPROTO_UDP: u8 = 17;
@@ -79,5 +79,6 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     ip.check = ip_check.to_be_bytes();
     ip.dst_addr = new_dst;
 
+    stats::count_peer(peer.id, remaining(ctx, 0));
     forward::send(ctx, &hop)
 }

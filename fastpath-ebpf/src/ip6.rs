@@ -9,7 +9,7 @@ use crate::{
     eth::L2,
     forward::{self, FibQuery},
     ref_at::{ref_mut_at, remaining},
-    sip, udp,
+    sip, stats, udp,
 };
 
 const IPPROTO_UDP: u8 = 17;
@@ -64,6 +64,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     ip.hop_limit -= 1;
     ip.dst_addr = peer.value.addr;
 
+    stats::count_peer(peer.id, remaining(ctx, 0));
     forward::send(ctx, &hop)
 }
 

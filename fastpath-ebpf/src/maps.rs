@@ -7,7 +7,9 @@ use aya_ebpf::{
 };
 use fastpath_common::{
     Counter, RouteKey, Window,
-    maps::{Config, DEFAULT_MAX_ROUTES, MAX_EGRESS, MAX_PEERS, PeerValue, RouteValue},
+    maps::{
+        Config, DEFAULT_MAX_ROUTES, MAX_EGRESS, MAX_PEERS, PeerCounters, PeerValue, RouteValue,
+    },
 };
 
 /// Registered numbers → peer. The daemon is the only writer.
@@ -28,6 +30,10 @@ pub(crate) static EGRESS: DevMapHash = DevMapHash::pinned(MAX_EGRESS, 0);
 
 #[map]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
+
+/// Packets and bytes sent to each peer, by peer id.
+#[map]
+pub(crate) static PEER_STATS: PerCpuArray<PeerCounters> = PerCpuArray::pinned(MAX_PEERS, 0);
 
 /// Per-CPU FIB answers by peer id (see `forward::CachedHop`); rebuilt by a new program.
 #[map]

@@ -1101,6 +1101,34 @@ fn a_moved_peer_gets_a_new_next_hop_at_once() -> Result<()> {
     })
 }
 
+/// Every forwarded frame is counted for its peer, packets and bytes; nothing else is.
+#[test]
+fn forwarded_frames_are_counted_per_peer() -> Result<()> {
+    with_gateway("pkpst", |gw| {
+        let v4 = build(&v4_frame(&invite(V4_NUMBER)));
+        let v6 = build(&v6_frame(&invite(V6_NUMBER)));
+        for _ in 0..3 {
+            gw.assert_forwarded("IPv4", &v4_frame(&invite(V4_NUMBER)))?;
+        }
+        gw.assert_forwarded("IPv6", &v6_frame(&invite(V6_NUMBER)))?;
+        gw.xdp.assert_pass(
+            "a miss",
+            &build(&v4_frame(&invite(UNREGISTERED))),
+            Some(gw.md),
+            Counter::Miss,
+        );
+        let mut traffic = fastpath::stats::PeerTraffic::read_pinned(gw.xdp.pin_dir())?;
+        traffic.sort_by_key(|t| t.packets);
+        let seen: Vec<(u64, u64)> = traffic.iter().map(|t| (t.packets, t.bytes)).collect();
+        ensure!(
+            seen == [(1, v6.len() as u64), (3, 3 * v4.len() as u64)],
+            "per-peer counters {traffic:?}"
+        );
+        ensure!(traffic[0].peer_id != traffic[1].peer_id);
+        Ok(())
+    })
+}
+
 /// RFC 1071 sum of `data` folded to 16 bits, starting from `sum`.
 fn ones_sum(data: &[u8], mut sum: u32) -> u16 {
     for word in data.chunks(2) {
