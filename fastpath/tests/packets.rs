@@ -1129,6 +1129,40 @@ fn forwarded_frames_are_counted_per_peer() -> Result<()> {
     })
 }
 
+/// `/metrics` shows the outcome and per-peer counters as they stand in the pinned maps,
+/// in an exposition that `promtool check metrics` accepts.
+#[test]
+fn metrics_expose_the_pinned_counters() -> Result<()> {
+    with_gateway("pkmet", |gw| {
+        let v4 = build(&v4_frame(&invite(V4_NUMBER)));
+        for _ in 0..2 {
+            gw.assert_forwarded("IPv4", &v4_frame(&invite(V4_NUMBER)))?;
+        }
+        gw.xdp.assert_pass(
+            "a miss",
+            &build(&v4_frame(&invite(UNREGISTERED))),
+            Some(gw.md),
+            Counter::Miss,
+        );
+        let metrics = fastpath::metrics::Metrics::new(gw.xdp.pin_dir().to_path_buf())?;
+        let text = metrics.render();
+        for line in [
+            "fastpath_xdp_packets_total{outcome=\"hit\"} 2".to_string(),
+            "fastpath_xdp_packets_total{outcome=\"miss\"} 1".to_string(),
+            "fastpath_xdp_packets_total{outcome=\"not_sip\"} 0".to_string(),
+            "fastpath_xdp_peer_packets_total{peer=\"198.51.100.2:5060\"} 2".to_string(),
+            format!(
+                "fastpath_xdp_peer_bytes_total{{peer=\"198.51.100.2:5060\"}} {}",
+                2 * v4.len()
+            ),
+            "fastpath_routes_capacity 1024".to_string(),
+        ] {
+            ensure!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        fastpath_tests::promtool_check_metrics(&text)
+    })
+}
+
 /// RFC 1071 sum of `data` folded to 16 bits, starting from `sum`.
 fn ones_sum(data: &[u8], mut sum: u32) -> u16 {
     for word in data.chunks(2) {
