@@ -268,6 +268,12 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
     ))?;
     fastpath::maps::apply_config(&mut ebpf, &config, GENERATION)?;
     fastpath::maps::set_egress(&mut ebpf, &[egress])?;
+    // The gateway's addresses, as the daemon sets them, plus the peer's: with `repeat` the
+    // kernel reruns the program on the rewritten buffer, whose destination is the peer, and
+    // each repetition must still be a hit (and pay for the lookup).
+    let mut local = fastpath::maps::local_addresses()?;
+    local.push(PEER_V4.into());
+    fastpath::maps::set_local_addrs(pin_dir, &local)?;
     let stats: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
         ebpf.take_map(fastpath_common::maps::STATS)
             .context("STATS map missing")?,

@@ -26,11 +26,14 @@ pub enum Counter {
     FibFailed,
     /// TTL or hop limit would expire: the kernel answers with ICMP.
     TtlExpired,
+    /// A registered number's request addressed to another host: transit traffic through
+    /// the gateway is not the fast path's to redirect.
+    NotLocal,
 }
 
 impl Counter {
     /// Number of counters; the `STATS` array has this many slots.
-    pub const COUNT: u32 = Counter::TtlExpired as u32 + 1;
+    pub const COUNT: u32 = Counter::NotLocal as u32 + 1;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::Hit,
@@ -44,6 +47,7 @@ impl Counter {
         Self::PeerUnavailable,
         Self::FibFailed,
         Self::TtlExpired,
+        Self::NotLocal,
     ];
 
     /// Snake-case name used in logs, metrics labels and the CLI.
@@ -60,6 +64,7 @@ impl Counter {
             Self::PeerUnavailable => "peer_unavailable",
             Self::FibFailed => "fib_failed",
             Self::TtlExpired => "ttl_expired",
+            Self::NotLocal => "not_local",
         }
     }
 }

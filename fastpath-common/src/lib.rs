@@ -27,4 +27,5 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::PeerValue {}
     unsafe impl aya::Pod for crate::maps::Config {}
     unsafe impl aya::Pod for crate::maps::PeerCounters {}
+    unsafe impl aya::Pod for crate::maps::LocalAddr {}
 }

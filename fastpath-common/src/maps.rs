@@ -14,6 +14,7 @@ pub const STATS: &str = "STATS";
 pub const CONFIG: &str = "CONFIG";
 pub const EGRESS: &str = "EGRESS";
 pub const PEER_STATS: &str = "PEER_STATS";
+pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
 
 /// Default capacity of `ROUTES` (the daemon may resize it before load).
 pub const DEFAULT_MAX_ROUTES: u32 = 1 << 20;
@@ -21,6 +22,8 @@ pub const DEFAULT_MAX_ROUTES: u32 = 1 << 20;
 pub const MAX_PEERS: u32 = 4096;
 /// Capacity of `EGRESS`, the devmap of interfaces the fast path may send out of.
 pub const MAX_EGRESS: u32 = 64;
+/// Capacity of `LOCAL_ADDRS`, the gateway's own addresses.
+pub const MAX_LOCAL_ADDRS: u32 = 1024;
 /// SIP ports the program inspects; a port of 0 is an unused slot.
 pub const MAX_SIP_PORTS: usize = 8;
 /// Used when the `CONFIG` slot holds no port at all (a freshly created map).
@@ -73,6 +76,44 @@ pub struct PeerCounters {
     pub bytes: u64,
 }
 
+/// `LOCAL_ADDRS` key: one of the gateway's own addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct LocalAddr {
+    /// IPv4 in the first 4 bytes (the rest zero), or IPv6; network byte order.
+    pub addr: [u8; 16],
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+impl LocalAddr {
+    pub const fn v4(addr: [u8; 4]) -> Self {
+        let mut bytes = [0; 16];
+        bytes[0] = addr[0];
+        bytes[1] = addr[1];
+        bytes[2] = addr[2];
+        bytes[3] = addr[3];
+        Self {
+            addr: bytes,
+            family: FAMILY_IPV4,
+            _pad: [0; 3],
+        }
+    }
+
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        Self {
+            addr,
+            family: FAMILY_IPV6,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// [`Config::flags`]: take only requests addressed to the gateway itself (`LOCAL_ADDRS`).
+pub const LOCAL_ONLY: u32 = 1;
+
 /// `CONFIG[0]`: settings the program reads per packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +121,11 @@ pub struct PeerCounters {
 pub struct Config {
     /// UDP destination ports that carry SIP (host byte order, 0 = unused).
     pub sip_ports: [u16; MAX_SIP_PORTS],
+    /// [`LOCAL_ONLY`] or 0.
+    pub flags: u32,
+    /// Bumped whenever `LOCAL_ADDRS` changes: the program's per-CPU memory of the last
+    /// local destination it looked up is only good for the epoch it was made in.
+    pub local_epoch: u32,
 }
 
 impl Config {
@@ -110,6 +156,8 @@ mod tests {
     fn empty_config_means_5060() {
         let empty = Config {
             sip_ports: [0; MAX_SIP_PORTS],
+            flags: 0,
+            local_epoch: 0,
         };
         assert!(empty.is_sip_port(5060));
         assert!(!empty.is_sip_port(5061));

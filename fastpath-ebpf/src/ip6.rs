@@ -1,7 +1,10 @@
 //! IPv6: only datagrams whose next header is UDP itself are candidates.
 
 use aya_ebpf::programs::XdpContext;
-use fastpath_common::{Counter, maps::FAMILY_IPV6};
+use fastpath_common::{
+    Counter,
+    maps::{FAMILY_IPV6, LocalAddr},
+};
 use network_types::{ip::Ipv6Hdr, udp::UdpHdr};
 
 use crate::{
@@ -39,6 +42,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
         return Err(Counter::Malformed);
     }
     let peer = sip::peer_for(&request.key, FAMILY_IPV6)?;
+    sip::addressed_to_us(&LocalAddr::v6(ip.dst_addr))?;
     if ip.hop_limit <= 1 {
         return Err(Counter::TtlExpired);
     }

@@ -1,6 +1,6 @@
 //! The maps shared with the daemon, pinned by name under `/sys/fs/bpf/fastpath/`.
 
-use crate::forward::CachedHop;
+use crate::{forward::CachedHop, sip::LastLocal};
 use aya_ebpf::{
     macros::map,
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
@@ -8,7 +8,8 @@ use aya_ebpf::{
 use fastpath_common::{
     Counter, RouteKey, Window,
     maps::{
-        Config, DEFAULT_MAX_ROUTES, MAX_EGRESS, MAX_PEERS, PeerCounters, PeerValue, RouteValue,
+        Config, DEFAULT_MAX_ROUTES, LocalAddr, MAX_EGRESS, MAX_LOCAL_ADDRS, MAX_PEERS,
+        PeerCounters, PeerValue, RouteValue,
     },
 };
 
@@ -20,7 +21,15 @@ pub(crate) static ROUTES: HashMap<RouteKey, RouteValue> = HashMap::pinned(DEFAUL
 #[map]
 pub(crate) static PEERS: Array<PeerValue> = Array::pinned(MAX_PEERS, 0);
 
-/// One slot: the SIP ports.
+/// The gateway's own addresses, kept by the daemon (see `Config::flags`).
+#[map]
+pub(crate) static LOCAL_ADDRS: HashMap<LocalAddr, u8> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
+
+/// Per CPU: the last local destination found (see `sip::addressed_to_us`).
+#[map]
+pub(crate) static LAST_LOCAL: PerCpuArray<LastLocal> = PerCpuArray::with_max_entries(1, 0);
+
+/// One slot: the SIP ports and flags.
 #[map]
 pub(crate) static CONFIG: Array<Config> = Array::pinned(1, 0);
 

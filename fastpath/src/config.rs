@@ -40,6 +40,10 @@ struct XdpSection {
     sip_ports: Vec<u16>,
     #[serde(default = "default_max_routes")]
     max_routes: u32,
+    /// Take only requests addressed to the gateway's own addresses; `false` also redirects
+    /// transit SIP crossing the box (a bump-in-the-wire deployment).
+    #[serde(default = "yes")]
+    local_only: bool,
 }
 
 impl Default for XdpSection {
@@ -47,8 +51,13 @@ impl Default for XdpSection {
         Self {
             sip_ports: default_ports(),
             max_routes: default_max_routes(),
+            local_only: true,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_ports() -> Vec<u16> {
@@ -78,6 +87,8 @@ struct RouteEntry {
 pub struct Config {
     pub sip_ports: Vec<u16>,
     pub max_routes: u32,
+    /// See `[xdp] local_only`.
+    pub local_only: bool,
     /// Peer id (index into `PEERS`) is the position in this list.
     pub peers: Vec<Peer>,
     pub routes: Vec<Route>,
@@ -181,6 +192,7 @@ impl Config {
         Ok(Self {
             sip_ports: ports,
             max_routes: file.xdp.max_routes,
+            local_only: file.xdp.local_only,
             peers,
             routes,
             verification,

@@ -134,6 +134,10 @@ async fn daemon(
         peers = report.peers,
         "routes synced"
     );
+    if config.local_only {
+        maps::set_local_addrs(&pin_dir, &maps::local_addresses()?)?;
+        tokio::spawn(refresh_local_addrs(pin_dir.clone()));
+    }
 
     let mut attachments = Vec::new();
     for iface in &ifaces {
@@ -162,6 +166,22 @@ async fn daemon(
         }
     }
     Ok(())
+}
+
+/// Keeps `LOCAL_ADDRS` in step with the interfaces' addresses; a polled list is simple and
+/// an address added to the box is taken within the interval.
+async fn refresh_local_addrs(pin_dir: PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let result = maps::local_addresses().and_then(|a| maps::set_local_addrs(&pin_dir, &a));
+        if let Err(error) = result {
+            warn!(
+                error = format!("{error:#}"),
+                "refreshing the local addresses"
+            );
+        }
+    }
 }
 
 /// Generations only need to differ between daemon runs.

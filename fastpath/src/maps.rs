@@ -34,8 +34,25 @@ pub fn apply_config(
     let mut ports = [0u16; MAX_SIP_PORTS];
     ports[..config.sip_ports.len()].copy_from_slice(&config.sip_ports);
     let mut settings: Array<_, maps::Config> = Array::try_from(map(ebpf, maps::CONFIG)?)?;
+    let flags = if config.local_only {
+        maps::LOCAL_ONLY
+    } else {
+        0
+    };
+    // A new epoch: the program looks local addresses up afresh (see `set_local_addrs`).
+    let local_epoch = settings
+        .get(&0, 0)
+        .map_or(0, |c| c.local_epoch.wrapping_add(1));
     settings
-        .set(0, maps::Config { sip_ports: ports }, 0)
+        .set(
+            0,
+            maps::Config {
+                sip_ports: ports,
+                flags,
+                local_epoch,
+            },
+            0,
+        )
         .context("writing CONFIG")?;
 
     let mut peers: Array<_, PeerValue> = Array::try_from(map(ebpf, maps::PEERS)?)?;
@@ -131,4 +148,58 @@ pub fn open_pinned(pin_dir: &std::path::Path, name: &str) -> anyhow::Result<MapD
     let path = pin_dir.join(name);
     MapData::from_pin(&path)
         .with_context(|| format!("cannot open {} (is `fastpath run` loaded?)", path.display()))
+}
+
+/// Makes `LOCAL_ADDRS` hold exactly `addrs`, the gateway's own addresses, by its pin (the
+/// daemon refreshes it as interfaces change).
+pub fn set_local_addrs(
+    pin_dir: &std::path::Path,
+    addrs: &[std::net::IpAddr],
+) -> anyhow::Result<()> {
+    use std::net::IpAddr;
+
+    let map = aya::maps::Map::HashMap(open_pinned(pin_dir, maps::LOCAL_ADDRS)?);
+    let mut local: HashMap<_, maps::LocalAddr, u8> = HashMap::try_from(map)?;
+    let wanted: HashSet<maps::LocalAddr> = addrs
+        .iter()
+        .map(|addr| match addr {
+            IpAddr::V4(v4) => maps::LocalAddr::v4(v4.octets()),
+            IpAddr::V6(v6) => maps::LocalAddr::v6(v6.octets()),
+        })
+        .collect();
+    let stale: Vec<maps::LocalAddr> = local
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains(k))
+        .collect();
+    let added: Vec<&maps::LocalAddr> = wanted.iter().filter(|k| local.get(k, 0).is_err()).collect();
+    if stale.is_empty() && added.is_empty() {
+        return Ok(());
+    }
+    for key in &stale {
+        local
+            .remove(key)
+            .context("removing a stale local address")?;
+    }
+    for key in added {
+        local
+            .insert(key, 1, 0)
+            .context("writing LOCAL_ADDRS (more than 1024 addresses?)")?;
+    }
+    // The program remembers addresses it found; a new epoch makes it look them up again.
+    let map = aya::maps::Map::Array(open_pinned(pin_dir, maps::CONFIG)?);
+    let mut settings: Array<_, maps::Config> = Array::try_from(map)?;
+    let mut current = settings.get(&0, 0).context("reading CONFIG")?;
+    current.local_epoch = current.local_epoch.wrapping_add(1);
+    settings.set(0, current, 0).context("writing CONFIG")?;
+    Ok(())
+}
+
+/// Every address of every interface in this network namespace.
+pub fn local_addresses() -> anyhow::Result<Vec<std::net::IpAddr>> {
+    Ok(if_addrs::get_if_addrs()
+        .context("listing interface addresses")?
+        .into_iter()
+        .map(|iface| iface.ip())
+        .collect())
 }

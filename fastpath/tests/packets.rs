@@ -789,6 +789,15 @@ fn mac_of(topo: &Topology, iface: Iface) -> Result<[u8; 6]> {
 /// Builds a topology, then runs `f` with the program loaded in its gateway namespace,
 /// `{p}gp` in EGRESS.
 fn with_gateway(prefix: &str, f: impl FnOnce(&mut Gateway) -> Result<()> + Send) -> Result<()> {
+    with_gateway_config(prefix, &config(), f)
+}
+
+/// [`with_gateway`] with the program's maps filled from `config`.
+fn with_gateway_config(
+    prefix: &str,
+    config: &fastpath::config::Config,
+    f: impl FnOnce(&mut Gateway) -> Result<()> + Send,
+) -> Result<()> {
     let topo = Topology::new(prefix)?;
     topo.resolve_neighbors()?;
     let to_peer = Egress {
@@ -809,7 +818,7 @@ fn with_gateway(prefix: &str, f: impl FnOnce(&mut Gateway) -> Result<()> + Send)
     in_netns(&topo.ns_name(Host::Gateway), || {
         let gc = fastpath::xdp::ifindex(&gc)?;
         let gp = fastpath::xdp::ifindex(&gp)?;
-        let mut xdp = Harness::new(prefix)?;
+        let mut xdp = Harness::with_config(prefix, config)?;
         xdp.set_egress(&[gp])?;
         let md = XdpMd {
             ingress_ifindex: gc,
@@ -1160,6 +1169,51 @@ fn metrics_expose_the_pinned_counters() -> Result<()> {
             ensure!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }
         fastpath_tests::promtool_check_metrics(&text)
+    })
+}
+
+/// A registered number's INVITE addressed to another host is transit traffic: it passes
+/// (counted `not_local`) unless the operator turned `local_only` off.
+#[test]
+fn transit_requests_pass_unless_local_only_is_off() -> Result<()> {
+    let transit_v4: SocketAddr = "203.0.113.99:5060".parse()?;
+    let transit_v6: SocketAddr = "[2001:db8:f::99]:5060".parse()?;
+    let v4 = build(&FrameSpec::udp(caller_v4(), transit_v4, invite(V4_NUMBER)));
+    let v6 = build(&FrameSpec::udp(caller_v6(), transit_v6, invite(V6_NUMBER)));
+    with_gateway("pkloc", |gw| {
+        gw.xdp
+            .assert_pass("IPv4 transit", &v4, Some(gw.md), Counter::NotLocal);
+        gw.xdp
+            .assert_pass("IPv6 transit", &v6, Some(gw.md), Counter::NotLocal);
+        // The same numbers addressed to the gateway still go the fast way.
+        gw.assert_forwarded("IPv4 to us", &v4_frame(&invite(V4_NUMBER)))?;
+        gw.assert_forwarded("IPv4 to us, again", &v4_frame(&invite(V4_NUMBER)))?;
+        // An address the gateway gives up is transit from the next packet on.
+        fastpath::maps::set_local_addrs(gw.xdp.pin_dir(), &[gw_v6(0).ip()])?;
+        let to_us = build(&v4_frame(&invite(V4_NUMBER)));
+        gw.xdp.assert_pass(
+            "IPv4 to a former address",
+            &to_us,
+            Some(gw.md),
+            Counter::NotLocal,
+        );
+        fastpath::maps::set_local_addrs(gw.xdp.pin_dir(), &[gw_v4(0).ip()])?;
+        gw.assert_forwarded("IPv4 to a new address", &v4_frame(&invite(V4_NUMBER)))?;
+        Ok(())
+    })?;
+    let config =
+        fastpath::config::Config::parse(&CONFIG.replace("[xdp]\n", "[xdp]\nlocal_only = false\n"))?;
+    ensure!(!config.local_only);
+    with_gateway_config("pkloa", &config, |gw| {
+        for (what, frame) in [("IPv4", &v4), ("IPv6", &v6)] {
+            let (outcome, moved) = gw.xdp.run_counted(frame, Some(gw.md))?;
+            ensure!(
+                moved == Counter::Hit && outcome.action == XDP_REDIRECT,
+                "{what} transit with local_only = false: action {}, counted {moved:?}",
+                outcome.action
+            );
+        }
+        Ok(())
     })
 }
 

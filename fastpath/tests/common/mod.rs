@@ -169,6 +169,9 @@ impl Harness {
         let pin = PinDir::new(name)?;
         let mut ebpf = fastpath::xdp::load(pin.path(), 1024)?;
         fastpath::maps::apply_config(&mut ebpf, config, 1)?;
+        // The test frames' destination (the topology's gateway) is this gateway's address,
+        // wherever the test runs; the daemon lists its interfaces' addresses instead.
+        fastpath::maps::set_local_addrs(pin.path(), &[gw_v4(0).ip(), gw_v6(0).ip()])?;
         let stats = fastpath::maps::open_pinned(pin.path(), STATS)?;
         let stats = PerCpuArray::try_from(Map::PerCpuArray(stats))?;
         Ok(Self { ebpf, stats, pin })
