@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod maps;
+pub mod registry;
 pub mod stats;
 pub mod verify;
 pub mod xdp;
