@@ -8,6 +8,8 @@ mod migrations;
 pub mod number;
 pub mod ratelimit;
 pub mod service;
+#[cfg(test)]
+mod service_tests;
 pub mod sqlite;
 pub mod store;
 
