@@ -4,6 +4,7 @@ pub mod config;
 pub mod maps;
 pub mod registry;
 pub mod stats;
+pub mod sync;
 pub mod verify;
 pub mod xdp;
 

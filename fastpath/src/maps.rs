@@ -93,7 +93,7 @@ pub fn set_egress(ebpf: &mut Ebpf, ifindexes: &[u32]) -> anyhow::Result<()> {
     Ok(())
 }
 
-const EMPTY_PEER: PeerValue = PeerValue {
+pub const EMPTY_PEER: PeerValue = PeerValue {
     addr: [0; 16],
     port: 0,
     family: 0,
@@ -101,8 +101,13 @@ const EMPTY_PEER: PeerValue = PeerValue {
 };
 
 fn peer_value(peer: &Peer) -> PeerValue {
+    peer_value_for(peer.address)
+}
+
+/// The `PEERS` slot for a peer at `address`, marked up.
+pub fn peer_value_for(address: std::net::SocketAddr) -> PeerValue {
     let mut addr = [0u8; 16];
-    let family = match peer.address.ip() {
+    let family = match address.ip() {
         std::net::IpAddr::V4(ip) => {
             addr[..4].copy_from_slice(&ip.octets());
             FAMILY_IPV4
@@ -115,7 +120,7 @@ fn peer_value(peer: &Peer) -> PeerValue {
     // Health checks (OPTIONS) arrive with the proxy; until then a configured peer is up.
     PeerValue {
         addr,
-        port: peer.address.port(),
+        port: address.port(),
         family,
         state: PEER_UP,
     }
