@@ -1,5 +1,6 @@
 //! The fastpath daemon as a library: the CLI in `main.rs` and the integration tests share it.
 
+pub mod api;
 pub mod config;
 pub mod maps;
 pub mod registry;

@@ -44,6 +44,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Register, verify, list and revoke numbers through the running daemon's API.
+    Numbers(fastpath::api::cli::NumbersArgs),
     /// Detach a program left forwarding by `run --keep-attached`.
     Detach {
         #[arg(long = "iface", required = true)]
@@ -93,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Numbers(args) => fastpath::api::cli::run(args),
         Command::Detach {
             ifaces,
             pin_dir,
@@ -127,13 +130,20 @@ async fn daemon(
         Err(error) => warn!(%error, "eBPF logs unavailable"),
     }
     let generation = now_generation();
-    let report = maps::apply_config(&mut ebpf, &config, generation)?;
-    info!(
-        routes = report.routes,
-        removed = report.removed,
-        peers = report.peers,
-        "routes synced"
-    );
+    // With a registry, `sync` owns the routes (and keeps the config's as static ones).
+    let _registry = if config.registry.is_some() {
+        maps::write_settings(&mut ebpf, &config)?;
+        Some(fastpath::registry::daemon::start(&config, &pin_dir, generation).await?)
+    } else {
+        let report = maps::apply_config(&mut ebpf, &config, generation)?;
+        info!(
+            routes = report.routes,
+            removed = report.removed,
+            peers = report.peers,
+            "routes synced"
+        );
+        None
+    };
 
     let mut attachments = Vec::new();
     for iface in &ifaces {

@@ -31,12 +31,7 @@ pub fn apply_config(
     config: &Config,
     generation: u32,
 ) -> anyhow::Result<SyncReport> {
-    let mut ports = [0u16; MAX_SIP_PORTS];
-    ports[..config.sip_ports.len()].copy_from_slice(&config.sip_ports);
-    let mut settings: Array<_, maps::Config> = Array::try_from(map(ebpf, maps::CONFIG)?)?;
-    settings
-        .set(0, maps::Config { sip_ports: ports }, 0)
-        .context("writing CONFIG")?;
+    write_settings(ebpf, config)?;
 
     let mut peers: Array<_, PeerValue> = Array::try_from(map(ebpf, maps::PEERS)?)?;
     for id in 0..MAX_PEERS {
@@ -72,6 +67,17 @@ pub fn apply_config(
         removed: stale.len(),
         peers: config.peers.len(),
     })
+}
+
+/// Writes `CONFIG` (the SIP ports). With a registry, this is all the config file sets
+/// directly; `sync` owns `PEERS` and `ROUTES`.
+pub fn write_settings(ebpf: &mut Ebpf, config: &Config) -> anyhow::Result<()> {
+    let mut ports = [0u16; MAX_SIP_PORTS];
+    ports[..config.sip_ports.len()].copy_from_slice(&config.sip_ports);
+    let mut settings: Array<_, maps::Config> = Array::try_from(map(ebpf, maps::CONFIG)?)?;
+    settings
+        .set(0, maps::Config { sip_ports: ports }, 0)
+        .context("writing CONFIG")
 }
 
 /// Lets the program redirect to each of these interfaces.

@@ -4,6 +4,7 @@
 //! change for the cache sync.
 
 pub mod code;
+pub mod daemon;
 mod migrations;
 pub mod number;
 pub mod ratelimit;

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
@@ -101,7 +101,7 @@ pub enum RegistryError {
 }
 
 /// What the enrolling user is told after starting a verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Started {
     pub number: String,
     pub method: Method,
