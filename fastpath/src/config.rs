@@ -65,10 +65,15 @@ pub struct ApiConfig {
     pub token: Option<String>,
 }
 
-fn duration(key: &str, text: Option<&str>, default: std::time::Duration) -> anyhow::Result<std::time::Duration> {
+fn duration(
+    key: &str,
+    text: Option<&str>,
+    default: std::time::Duration,
+) -> anyhow::Result<std::time::Duration> {
     let Some(text) = text else { return Ok(default) };
-    let d = humantime::parse_duration(text)
-        .map_err(|e| anyhow::anyhow!("{key}: '{text}' is not a duration like \"90d\" or \"30s\": {e}"))?;
+    let d = humantime::parse_duration(text).map_err(|e| {
+        anyhow::anyhow!("{key}: '{text}' is not a duration like \"90d\" or \"30s\": {e}")
+    })?;
     if d.is_zero() {
         bail!("{key}: must be longer than zero");
     }
@@ -344,11 +349,23 @@ mod tests {
                 "address",
             ),
             ("bogus = 1", "bogus"),
-            ("[registry]\npath = \"r.db\"\nverified_ttl = \"soon\"", "registry.verified_ttl"),
-            ("[registry]\npath = \"r.db\"\nreconcile_interval = \"0s\"", "registry.reconcile_interval"),
-            ("[registry]\npath = \"r.db\"\nmissed_call_number = \"x\"", "registry.missed_call_number"),
+            (
+                "[registry]\npath = \"r.db\"\nverified_ttl = \"soon\"",
+                "registry.verified_ttl",
+            ),
+            (
+                "[registry]\npath = \"r.db\"\nreconcile_interval = \"0s\"",
+                "registry.reconcile_interval",
+            ),
+            (
+                "[registry]\npath = \"r.db\"\nmissed_call_number = \"x\"",
+                "registry.missed_call_number",
+            ),
             ("[api]\ntoken = \"t\"", "api"),
-            ("[registry]\npath = \"r.db\"\n[api]\nlisten = \"nowhere\"", "listen"),
+            (
+                "[registry]\npath = \"r.db\"\n[api]\nlisten = \"nowhere\"",
+                "listen",
+            ),
         ];
         for (text, key) in cases {
             let error = error_of(text);

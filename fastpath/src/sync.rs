@@ -330,11 +330,11 @@ impl Syncer {
             return Ok(false);
         };
         // Static routes from the config win, as in `reconcile`.
-        let want = self.static_routes.get(&key).copied().or_else(|| {
-            record
-                .is_routable(now)
-                .then(|| record.peer.socket_addr())
-        });
+        let want = self
+            .static_routes
+            .get(&key)
+            .copied()
+            .or_else(|| record.is_routable(now).then(|| record.peer.socket_addr()));
         let old = self.desired.get(&key).copied();
         if want == old {
             return Ok(false);
@@ -527,12 +527,22 @@ mod tests {
         let a_id = s.maps.routes.get(&key("15550100002"), 0).unwrap().peer_id;
         s.maps
             .routes
-            .insert(key("15550100002"), RouteValue { peer_id: b_id, generation: 1 }, 0)
+            .insert(
+                key("15550100002"),
+                RouteValue {
+                    peer_id: b_id,
+                    generation: 1,
+                },
+                0,
+            )
             .unwrap();
         let r = s.reconcile(&numbers).unwrap();
         assert_eq!((r.added, r.changed, r.removed), (1, 1, 1));
         assert!(s.maps.routes.get(&key("15550109999"), 0).is_err());
-        assert_eq!(s.maps.routes.get(&key("15550100002"), 0).unwrap().peer_id, a_id);
+        assert_eq!(
+            s.maps.routes.get(&key("15550100002"), 0).unwrap().peer_id,
+            a_id
+        );
         assert_eq!(peer_of(&s, "15550100001"), Some(A.parse().unwrap()));
     }
 
@@ -540,19 +550,30 @@ mod tests {
     fn changes_apply_incrementally_and_free_unused_peers() {
         let mut s = Syncer::new(RouteMaps::standalone(1024).unwrap(), 7, []);
         s.reconcile(&[]).unwrap();
-        assert!(s.apply(&record("15550100001", A, State::Verified), 0).unwrap());
+        assert!(
+            s.apply(&record("15550100001", A, State::Verified), 0)
+                .unwrap()
+        );
         assert_eq!(peer_of(&s, "15550100001"), Some(A.parse().unwrap()));
         // The same change again is a no-op.
-        assert!(!s.apply(&record("15550100001", A, State::Verified), 0).unwrap());
+        assert!(
+            !s.apply(&record("15550100001", A, State::Verified), 0)
+                .unwrap()
+        );
         // The owner moves their PBX: same key, new peer, old slot freed.
         let a_id = s.maps.routes.get(&key("15550100001"), 0).unwrap().peer_id;
-        s.apply(&record("15550100001", B, State::Verified), 0).unwrap();
+        s.apply(&record("15550100001", B, State::Verified), 0)
+            .unwrap();
         assert_eq!(peer_of(&s, "15550100001"), Some(B.parse().unwrap()));
         assert_eq!(s.maps.peers.get(&a_id, 0).unwrap().family, 0);
         for state in [State::Revoked, State::Expired, State::Pending] {
-            s.apply(&record("15550100001", B, State::Verified), 0).unwrap();
+            s.apply(&record("15550100001", B, State::Verified), 0)
+                .unwrap();
             s.apply(&record("15550100001", B, state), 0).unwrap();
-            assert!(s.maps.routes.get(&key("15550100001"), 0).is_err(), "{state:?}");
+            assert!(
+                s.maps.routes.get(&key("15550100001"), 0).is_err(),
+                "{state:?}"
+            );
         }
         // Expired by the clock, even if still marked verified.
         let mut late = record("15550100002", A, State::Verified);
@@ -592,9 +613,13 @@ mod tests {
         );
         s.reconcile(&[]).unwrap();
         assert_eq!(peer_of(&s, "15550100001"), Some(A.parse().unwrap()));
-        assert!(!s.apply(&record("15550100001", B, State::Verified), 0).unwrap());
+        assert!(
+            !s.apply(&record("15550100001", B, State::Verified), 0)
+                .unwrap()
+        );
         assert_eq!(peer_of(&s, "15550100001"), Some(A.parse().unwrap()));
-        s.apply(&record("15550100001", B, State::Revoked), 0).unwrap();
+        s.apply(&record("15550100001", B, State::Revoked), 0)
+            .unwrap();
         assert_eq!(peer_of(&s, "15550100001"), Some(A.parse().unwrap()));
     }
 }

@@ -87,12 +87,10 @@ impl Client {
         }
         .map_err(transport)?;
         let status = response.status().as_u16();
-        let text = response
-            .into_body()
-            .read_to_string()
-            .map_err(transport)?;
+        let text = response.into_body().read_to_string().map_err(transport)?;
         if (200..300).contains(&status) {
-            return serde_json::from_str(&text).map_err(|_| ClientError::Decode { status, body: text });
+            return serde_json::from_str(&text)
+                .map_err(|_| ClientError::Decode { status, body: text });
         }
         match serde_json::from_str::<ErrorBody>(&text) {
             Ok(e) => Err(ClientError::Api {
@@ -125,7 +123,11 @@ impl Client {
                         _ => format!("%{b:02X}"),
                     })
                     .collect();
-                self.call("GET", &format!("/v1/numbers?account={encoded}"), None::<&()>)
+                self.call(
+                    "GET",
+                    &format!("/v1/numbers?account={encoded}"),
+                    None::<&()>,
+                )
             }
             None => self.call("GET", "/v1/numbers", None::<&()>),
         }
@@ -142,7 +144,11 @@ impl Client {
         self.call("GET", &format!("/v1/numbers/{n}/audit"), None::<&()>)
     }
 
-    pub fn revoke(&self, number: &str, reason: Option<String>) -> Result<NumberRecord, ClientError> {
+    pub fn revoke(
+        &self,
+        number: &str,
+        reason: Option<String>,
+    ) -> Result<NumberRecord, ClientError> {
         let n = parse_e164(number)?;
         self.call(
             "POST",

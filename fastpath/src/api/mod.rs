@@ -14,6 +14,8 @@
 pub mod cli;
 pub mod client;
 pub mod error;
+#[cfg(test)]
+mod tests;
 
 use std::{
     net::SocketAddr,
@@ -140,7 +142,10 @@ pub fn router<S: Store, C: Channel>(state: ApiState<S, C>) -> Router {
         .route("/v1/numbers/{number}/audit", get(audit::<S, C>))
         .route("/v1/numbers/{number}/revoke", post(revoke::<S, C>))
         .route("/v1/numbers/{number}/verification", post(start::<S, C>))
-        .route("/v1/numbers/{number}/verification/code", post(submit::<S, C>))
+        .route(
+            "/v1/numbers/{number}/verification/code",
+            post(submit::<S, C>),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::<S, C>));
     Router::new()
         .route("/health", get(health::<S, C>))
@@ -192,8 +197,10 @@ async fn auth<S: Store, C: Channel>(
                 "missing or wrong bearer token",
             )
             .into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
             return r;
         }
     }

@@ -5,6 +5,8 @@
 
 pub mod code;
 pub mod daemon;
+#[cfg(test)]
+pub(crate) mod fake_trunk;
 mod migrations;
 pub mod number;
 pub mod ratelimit;

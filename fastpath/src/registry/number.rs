@@ -5,7 +5,9 @@ use fastpath_common::{RouteKey, normalize_number};
 /// Why a string is not an E.164 number; the API shows this text to the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NumberError {
-    #[error("'{0}' is not an E.164 number: only digits, an optional leading '+', spaces, '-', '.', '(' and ')'")]
+    #[error(
+        "'{0}' is not an E.164 number: only digits, an optional leading '+', spaces, '-', '.', '(' and ')'"
+    )]
     BadCharacter(String),
     #[error("'{0}' is not an E.164 number: 2 to 15 digits")]
     BadLength(String),
@@ -66,7 +68,10 @@ mod tests {
             parse_e164("0044207946"),
             Err(NumberError::LeadingZero(_))
         ));
-        assert!(matches!(parse_e164("++15"), Err(NumberError::BadCharacter(_))));
+        assert!(matches!(
+            parse_e164("++15"),
+            Err(NumberError::BadCharacter(_))
+        ));
     }
 
     #[test]

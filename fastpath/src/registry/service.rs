@@ -259,9 +259,12 @@ impl<S: Store, C: Channel> Registry<S, C> {
 
     pub async fn revoke(&self, number: &str, reason: &str) -> Result<NumberRecord, RegistryError> {
         let number = parse_e164(number)?;
-        self.transition(&number, Transition::Revoke {
-            reason: reason.to_owned(),
-        })
+        self.transition(
+            &number,
+            Transition::Revoke {
+                reason: reason.to_owned(),
+            },
+        )
         .await
     }
 
@@ -410,7 +413,11 @@ impl<S: Store, C: Channel> Registry<S, C> {
     }
 
     /// A code submitted through the API (the message method).
-    pub async fn submit_code(&self, number: &str, code: &str) -> Result<NumberRecord, RegistryError> {
+    pub async fn submit_code(
+        &self,
+        number: &str,
+        code: &str,
+    ) -> Result<NumberRecord, RegistryError> {
         let record = self.get(number).await?;
         self.inner
             .submits_per_account
@@ -440,7 +447,10 @@ impl<S: Store, C: Channel> Registry<S, C> {
                 let Some(challenge) = s.challenge(&number)? else {
                     return Ok(Err(RegistryError::NoChallenge(number.clone())));
                 };
-                let Some(expected) = challenge.code.as_deref().filter(|_| challenge.method == via)
+                let Some(expected) = challenge
+                    .code
+                    .as_deref()
+                    .filter(|_| challenge.method == via)
                 else {
                     return Ok(Err(RegistryError::NotACodeMethod(
                         number.clone(),
@@ -487,7 +497,10 @@ impl<S: Store, C: Channel> Registry<S, C> {
 
     /// A missed call from `caller` proves the number if one is pending that method.
     /// Returns the verified record, or `None` if the call proves nothing.
-    pub async fn missed_call(&self, call: MissedCall) -> Result<Option<NumberRecord>, RegistryError> {
+    pub async fn missed_call(
+        &self,
+        call: MissedCall,
+    ) -> Result<Option<NumberRecord>, RegistryError> {
         let Ok(number) = parse_e164(&call.caller) else {
             return Ok(None);
         };
@@ -576,7 +589,9 @@ fn check_peer(peer: &PeerAddress) -> Result<(), RegistryError> {
         )));
     }
     if peer.port == 0 {
-        return Err(RegistryError::Invalid("peer.port: must be 1 to 65535".into()));
+        return Err(RegistryError::Invalid(
+            "peer.port: must be 1 to 65535".into(),
+        ));
     }
     Ok(())
 }

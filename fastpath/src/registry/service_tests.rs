@@ -1,61 +1,19 @@
 //! The verification lifecycle against an in-process double of the trunk.
 
 use std::{
-    collections::VecDeque,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicI64, Ordering},
     },
     time::Duration,
 };
 
 use super::{
-    Method, PeerAddress, Registry, Settings, SqliteStore, State, Transport,
-    service::RegistryError,
+    Method, PeerAddress, Registry, Settings, SqliteStore, State, Transport, service::RegistryError,
 };
-use crate::verify::{Channel, Failure, MissedCall};
+use crate::verify::{Failure, MissedCall};
 
-/// Records messages; answers calls with scripted outcomes.
-#[derive(Default, Clone)]
-struct FakeTrunk {
-    messages: Arc<Mutex<Vec<(String, String)>>>,
-    message_result: Arc<Mutex<Option<Failure>>>,
-    calls: Arc<Mutex<VecDeque<Result<String, Failure>>>>,
-}
-
-impl FakeTrunk {
-    fn last_code(&self) -> String {
-        let messages = self.messages.lock().unwrap();
-        let text = &messages.last().expect("no message sent").1;
-        text.chars().filter(char::is_ascii_digit).collect()
-    }
-}
-
-impl Channel for FakeTrunk {
-    async fn send_message(&self, number: &str, text: &str) -> Result<(), Failure> {
-        if let Some(f) = self.message_result.lock().unwrap().clone() {
-            return Err(f);
-        }
-        self.messages
-            .lock()
-            .unwrap()
-            .push((number.to_owned(), text.to_owned()));
-        Ok(())
-    }
-
-    async fn collect_dtmf(
-        &self,
-        _number: &str,
-        _digits: usize,
-        _timeout: Duration,
-    ) -> Result<String, Failure> {
-        self.calls
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(Err(Failure::NoAnswer(Duration::from_secs(1))))
-    }
-}
+use super::fake_trunk::FakeTrunk;
 
 const NUMBER: &str = "+1 555 010 0001";
 const DIGITS: &str = "15550100001";
@@ -93,7 +51,10 @@ fn peer() -> PeerAddress {
 
 async fn registered(settings: Settings) -> Fixture {
     let f = fixture(settings);
-    f.registry.register(NUMBER, "acme", peer(), true).await.unwrap();
+    f.registry
+        .register(NUMBER, "acme", peer(), true)
+        .await
+        .unwrap();
     f
 }
 
@@ -106,7 +67,10 @@ async fn message_code_verifies_and_publishes_the_change() {
         .start_verification(DIGITS, Method::Message)
         .await
         .unwrap();
-    assert_eq!(started.code, None, "the message code is never shown to the API caller");
+    assert_eq!(
+        started.code, None,
+        "the message code is never shown to the API caller"
+    );
     let code = f.trunk.last_code();
     assert_eq!(code.len(), 6);
     let r = f.registry.submit_code(DIGITS, &code).await.unwrap();
@@ -239,7 +203,11 @@ async fn call_with_the_right_digits_verifies() {
 #[tokio::test]
 async fn call_with_wrong_digits_or_no_answer_stays_unverified_with_reason() {
     let f = registered(Settings::default()).await;
-    f.trunk.calls.lock().unwrap().push_back(Ok("999999x".into()));
+    f.trunk
+        .calls
+        .lock()
+        .unwrap()
+        .push_back(Ok("999999x".into()));
     f.registry
         .start_verification(DIGITS, Method::Call)
         .await
@@ -268,7 +236,10 @@ async fn number_gone_revokes() {
         .start_verification(DIGITS, Method::Message)
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Delivery(Failure::NumberGone(404))));
+    assert!(matches!(
+        err,
+        RegistryError::Delivery(Failure::NumberGone(404))
+    ));
     assert_eq!(f.registry.get(DIGITS).await.unwrap().state, State::Revoked);
     assert!(matches!(
         f.registry.start_verification(DIGITS, Method::Message).await,
@@ -348,13 +319,20 @@ async fn bad_input_is_refused_with_a_reason() {
     let mut p = peer();
     p.host = "0.0.0.0".parse().unwrap();
     assert!(f.registry.register(NUMBER, "acme", p, true).await.is_err());
-    assert!(f.registry.register(NUMBER, " ", peer(), true).await.is_err());
+    assert!(
+        f.registry
+            .register(NUMBER, " ", peer(), true)
+            .await
+            .is_err()
+    );
     assert!(matches!(
         f.registry.get("15550100009").await,
         Err(RegistryError::Store(super::StoreError::NotFound(_)))
     ));
     assert!(matches!(
-        f.registry.start_verification(DIGITS, Method::MissedCall).await,
+        f.registry
+            .start_verification(DIGITS, Method::MissedCall)
+            .await,
         Err(RegistryError::Store(_))
     ));
 }

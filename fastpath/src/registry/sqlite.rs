@@ -7,8 +7,10 @@ use std::{net::IpAddr, path::Path, time::Duration};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{
-    AuditEntry, Challenge, NewNumber, NumberRecord, PeerAddress, RoutableNumber, State,
-    Transition, Transport, method_str, migrations, number::route_key, parse_method,
+    AuditEntry, Challenge, NewNumber, NumberRecord, PeerAddress, RoutableNumber, State, Transition,
+    Transport, method_str, migrations,
+    number::route_key,
+    parse_method,
     store::{Store, StoreError},
 };
 
@@ -232,7 +234,12 @@ impl Store for SqliteStore {
                 tx.execute(
                     "UPDATE numbers SET state = 'verified', method = ?2, verified_at = ?3,
                      expires_at = ?4, last_failure = NULL, updated_at = ?3 WHERE number = ?1",
-                    params![number, method_str(*method), now, now.saturating_add(*ttl_ms)],
+                    params![
+                        number,
+                        method_str(*method),
+                        now,
+                        now.saturating_add(*ttl_ms)
+                    ],
                 )?;
                 format!("verified by {}", method_str(*method))
             }
@@ -271,7 +278,14 @@ impl Store for SqliteStore {
             params![number, reason, now],
         )?;
         let reason = format!("verification failed: {reason}");
-        audit_in(&tx, number, now, Some(current.state), current.state, &reason)?;
+        audit_in(
+            &tx,
+            number,
+            now,
+            Some(current.state),
+            current.state,
+            &reason,
+        )?;
         let record = require(get_in(&tx, number)?, number)?;
         tx.commit()?;
         Ok(record)
@@ -490,7 +504,12 @@ mod tests {
         let mut records = Vec::new();
         let now = 10_000;
         let mut i = 0;
-        for state in [State::Pending, State::Verified, State::Expired, State::Revoked] {
+        for state in [
+            State::Pending,
+            State::Verified,
+            State::Expired,
+            State::Revoked,
+        ] {
             for opt_in in [false, true] {
                 for transport in [Transport::Udp, Transport::Tcp] {
                     for expires in [now - 1, now, now + 1] {

@@ -2,7 +2,10 @@
 //! `bpf(2)` syscall: aya 0.14 has no batch API, and one syscall per entry makes a 1M
 //! entry load syscall-bound (see the `sync_*` benchmarks for the two side by side).
 
-use std::{io, os::fd::{AsRawFd, BorrowedFd}};
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd},
+};
 
 use bytemuck::Pod;
 
@@ -50,7 +53,10 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
 /// Inserts or replaces `keys[i] → values[i]`.
 pub fn update<K: Pod, V: Pod>(map: BorrowedFd<'_>, keys: &[K], values: &[V]) -> io::Result<()> {
     if keys.len() != values.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "keys and values differ in length"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "keys and values differ in length",
+        ));
     }
     for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
         let mut attr = BatchAttr {
@@ -105,7 +111,11 @@ pub fn lookup_all<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>
     let mut first = true;
     loop {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &mut token_in as *mut u64 as u64 },
+            in_batch: if first {
+                0
+            } else {
+                &mut token_in as *mut u64 as u64
+            },
             out_batch: &mut token_out as *mut u64 as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
