@@ -35,7 +35,9 @@ fn peer() -> PeerAddress {
 #[ignore = "run by registry_survives_sigkill_mid_write as its child"]
 fn crash_writer() -> Result<(), StoreError> {
     let Ok(path) = std::env::var(DB_ENV) else {
-        panic!("{DB_ENV} not set: this test only runs as the child of registry_survives_sigkill_mid_write");
+        panic!(
+            "{DB_ENV} not set: this test only runs as the child of registry_survives_sigkill_mid_write"
+        );
     };
     let start: u64 = std::env::var(START_ENV)
         .ok()
@@ -97,7 +99,13 @@ fn registry_survives_sigkill_mid_write() -> anyhow::Result<()> {
     let mut next = 0u64;
     for round in 0..5u64 {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DB_ENV, &db)
             .env(START_ENV, next.to_string())
             .stdout(Stdio::piped())
@@ -125,7 +133,9 @@ fn registry_survives_sigkill_mid_write() -> anyhow::Result<()> {
         let last = reader
             .join()
             .map_err(|_| anyhow::anyhow!("reader panicked"))?
-            .ok_or_else(|| anyhow::anyhow!("round {round}: the writer committed nothing before the kill"))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("round {round}: the writer committed nothing before the kill")
+            })?;
 
         let store = SqliteStore::open(&db)?;
         anyhow::ensure!(store.integrity_check()? == "ok", "integrity_check failed");
@@ -138,7 +148,11 @@ fn registry_survives_sigkill_mid_write() -> anyhow::Result<()> {
             let n = format!("1555{i:07}");
             anyhow::ensure!(numbers.contains(n.as_str()), "committed {n} is missing");
             let state = store.get(&n)?.map(|r| r.state);
-            let want = if i % 3 == 0 { State::Revoked } else { State::Verified };
+            let want = if i % 3 == 0 {
+                State::Revoked
+            } else {
+                State::Verified
+            };
             anyhow::ensure!(state == Some(want), "{n}: {state:?}, want {want:?}");
         }
         // Batches are all or nothing.
@@ -151,7 +165,10 @@ fn registry_survives_sigkill_mid_write() -> anyhow::Result<()> {
         }
         // The next round starts past anything the killed writer may have begun.
         next = last + 2;
-        eprintln!("round {round}: killed after {last}; {} numbers, consistent", all.len());
+        eprintln!(
+            "round {round}: killed after {last}; {} numbers, consistent",
+            all.len()
+        );
     }
     Ok(())
 }

@@ -105,12 +105,16 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 fn print_record(r: &NumberRecord) {
-    let when = |t: Option<i64>| {
-        t.and_then(|ms| {
-            let d = std::time::Duration::from_millis(u64::try_from(ms).ok()?);
-            Some(humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + d).to_string())
-        })
-        .unwrap_or_else(|| "-".into())
+    // RFC 3339 stops at year 9999 (humantime's Display fails past it): later is "never".
+    const YEAR_9999_MS: u64 = 253_402_300_799_000;
+    let when = |t: Option<i64>| match t.map(u64::try_from) {
+        None => "-".to_owned(),
+        Some(Ok(ms)) if ms <= YEAR_9999_MS => {
+            let d = std::time::Duration::from_millis(ms);
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + d).to_string()
+        }
+        Some(Ok(_)) => "never".to_owned(),
+        Some(Err(_)) => "before 1970".to_owned(),
     };
     println!("number        +{}", r.number);
     println!("account       {}", r.account);
