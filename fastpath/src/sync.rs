@@ -378,13 +378,21 @@ impl Syncer {
     /// Reads the registry and reconciles, on the blocking pool (a 1M entry reconcile
     /// takes about a second of CPU).
     pub async fn reconcile_from<S: Store, C: Channel>(
-        mut self,
+        self,
         registry: &Registry<S, C>,
     ) -> (Self, Result<ReconcileReport, String>) {
         let numbers = match registry.routable().await {
             Ok(n) => n,
             Err(e) => return (self, Err(e.to_string())),
         };
+        self.reconcile_from_numbers(numbers).await
+    }
+
+    /// [`Syncer::reconcile`] on the blocking pool.
+    pub async fn reconcile_from_numbers(
+        mut self,
+        numbers: Vec<RoutableNumber>,
+    ) -> (Self, Result<ReconcileReport, String>) {
         match tokio::task::spawn_blocking(move || {
             let result = self.reconcile(&numbers).map_err(|e| e.to_string());
             (self, result)
