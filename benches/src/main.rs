@@ -132,6 +132,17 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
     }
+    if args.sync_only {
+        // Standalone maps, no traffic: no topology needed.
+        let results = sync::run()?;
+        if let Some(path) = &args.json {
+            let doc = serde_json::json!({ "results": results });
+            std::fs::write(path, format!("{doc:#}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     // Declared first, dropped last: the namespaces outlive everything that uses them.
     let prefix = topology_prefix();
     eprintln!("building topology {prefix:?}...");
@@ -157,16 +168,6 @@ fn main() -> anyhow::Result<()> {
     )));
 
     let started = Instant::now();
-    if args.sync_only {
-        let results = sync::run()?;
-        if let Some(path) = &args.json {
-            let doc = serde_json::json!({ "results": results });
-            std::fs::write(path, format!("{doc:#}\n"))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-        return Ok(());
-    }
     let report = std::thread::scope(|scope| {
         scope
             .spawn(|| bench(&args, &topo, &pin.0))

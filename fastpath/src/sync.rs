@@ -121,6 +121,16 @@ impl ReconcileReport {
     }
 }
 
+/// Registry rows per chunk of a streamed reconcile.
+const CHUNK: usize = 16 * 1024;
+
+/// A reconcile in progress (see [`Syncer::begin`]).
+pub struct Pass {
+    existing: StdHashMap<RouteKey, RouteValue>,
+    desired: StdHashMap<RouteKey, SocketAddr>,
+    report: ReconcileReport,
+}
+
 /// Which `PEERS` slot holds which address, and how many routes use each.
 struct PeerTable {
     slots: Vec<Option<SocketAddr>>,
@@ -234,10 +244,15 @@ impl Syncer {
     /// Makes the maps hold exactly `numbers` (plus the static routes), writing only the
     /// difference. The first call adopts whatever an earlier daemon left in the maps.
     pub fn reconcile(&mut self, numbers: &[RoutableNumber]) -> Result<ReconcileReport, SyncError> {
-        let mut desired: StdHashMap<RouteKey, SocketAddr> =
-            numbers.iter().map(|n| (n.key, n.peer)).collect();
-        desired.extend(self.static_routes.iter().map(|(k, a)| (*k, *a)));
+        let mut pass = self.begin()?;
+        self.feed(&mut pass, numbers)?;
+        self.finish(pass)
+    }
 
+    /// Starts a reconcile: adopts the `PEERS` slots and reads `ROUTES` as they are.
+    /// Feed it the registry's numbers in chunks (written as they come, so reading the
+    /// registry and writing the map overlap), then [`Syncer::finish`] it.
+    pub fn begin(&mut self) -> Result<Pass, SyncError> {
         // Adopt the slots as the map has them: routes that point at a slot keep working.
         let mut table = PeerTable::empty();
         for id in 0..MAX_PEERS {
@@ -250,11 +265,6 @@ impl Syncer {
             }
         }
         self.peers = table;
-        let mut report = ReconcileReport {
-            routes: desired.len(),
-            ..Default::default()
-        };
-
         let fd = self.maps.routes.map().fd().as_fd();
         let existing: StdHashMap<RouteKey, RouteValue> = batch::lookup_all(fd)
             .map_err(|source| SyncError::Batch {
@@ -263,33 +273,83 @@ impl Syncer {
             })?
             .into_iter()
             .collect();
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        for (&key, &addr) in &desired {
-            let peer_id = self.peer_id(addr)?;
-            self.peers.refs[peer_id as usize] += 1;
-            match existing.get(&key) {
-                Some(v) if v.peer_id == peer_id => continue,
-                Some(_) => report.changed += 1,
-                None => report.added += 1,
+        Ok(Pass {
+            desired: StdHashMap::with_capacity(existing.len()),
+            existing,
+            report: ReconcileReport::default(),
+        })
+    }
+
+    /// Writes the routes of `numbers` that the map does not already hold as wanted.
+    pub fn feed(&mut self, pass: &mut Pass, numbers: &[RoutableNumber]) -> Result<(), SyncError> {
+        let mut keys = Vec::with_capacity(numbers.len());
+        let mut values = Vec::with_capacity(numbers.len());
+        for n in numbers {
+            // Static routes win; they are written by `finish`.
+            if !self.static_routes.contains_key(&n.key) {
+                self.want(pass, n.key, n.peer, &mut keys, &mut values)?;
             }
-            keys.push(key);
-            values.push(RouteValue {
-                peer_id,
-                generation: self.generation,
-            });
         }
+        self.write_routes(&keys, &values)
+    }
+
+    fn want(
+        &mut self,
+        pass: &mut Pass,
+        key: RouteKey,
+        addr: SocketAddr,
+        keys: &mut Vec<RouteKey>,
+        values: &mut Vec<RouteValue>,
+    ) -> Result<(), SyncError> {
+        if let Some(previous) = pass.desired.insert(key, addr) {
+            // Fed twice: the earlier route no longer uses its slot (cleared in `finish`).
+            if let Some(&id) = self.peers.ids.get(&previous) {
+                let refs = &mut self.peers.refs[id as usize];
+                *refs = refs.saturating_sub(1);
+            }
+        }
+        let peer_id = self.peer_id(addr)?;
+        self.peers.refs[peer_id as usize] += 1;
+        match pass.existing.get(&key) {
+            Some(v) if v.peer_id == peer_id => return Ok(()),
+            Some(_) => pass.report.changed += 1,
+            None => pass.report.added += 1,
+        }
+        keys.push(key);
+        values.push(RouteValue {
+            peer_id,
+            generation: self.generation,
+        });
+        Ok(())
+    }
+
+    fn write_routes(&mut self, keys: &[RouteKey], values: &[RouteValue]) -> Result<(), SyncError> {
         let fd = self.maps.routes.map().fd().as_fd();
-        batch::update(fd, &keys, &values).map_err(|source| SyncError::Batch {
+        batch::update(fd, keys, values).map_err(|source| SyncError::Batch {
             op: "update",
             source,
-        })?;
-        let stale: Vec<RouteKey> = existing
+        })
+    }
+
+    /// Ends a reconcile whose feed saw every routable number: writes the static routes,
+    /// removes routes nobody wants, then clears the peer slots no route uses.
+    pub fn finish(&mut self, mut pass: Pass) -> Result<ReconcileReport, SyncError> {
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        let statics: Vec<(RouteKey, SocketAddr)> =
+            self.static_routes.iter().map(|(k, a)| (*k, *a)).collect();
+        for (key, addr) in statics {
+            self.want(&mut pass, key, addr, &mut keys, &mut values)?;
+        }
+        self.write_routes(&keys, &values)?;
+        let stale: Vec<RouteKey> = pass
+            .existing
             .keys()
-            .filter(|k| !desired.contains_key(k))
+            .filter(|k| !pass.desired.contains_key(k))
             .copied()
             .collect();
-        report.removed = batch::delete(fd, &stale).map_err(|source| SyncError::Batch {
+        let fd = self.maps.routes.map().fd().as_fd();
+        pass.report.removed = batch::delete(fd, &stale).map_err(|source| SyncError::Batch {
             op: "delete",
             source,
         })?;
@@ -312,8 +372,10 @@ impl Syncer {
                 }
             }
         }
+        let mut report = pass.report;
+        report.routes = pass.desired.len();
         report.peers = self.peers.ids.len();
-        self.desired = desired;
+        self.desired = pass.desired;
         self.counters
             .routes
             .store(self.desired.len() as u64, Ordering::Relaxed);
@@ -375,17 +437,52 @@ impl Syncer {
         Ok(true)
     }
 
-    /// Reads the registry and reconciles, on the blocking pool (a 1M entry reconcile
-    /// takes about a second of CPU).
+    /// Reads the registry and reconciles, on the blocking pool: the registry is read in
+    /// chunks on one thread while another writes them to the map. Routes are removed only
+    /// once the whole registry has been read, so a failed read never empties the map.
     pub async fn reconcile_from<S: Store, C: Channel>(
         self,
         registry: &Registry<S, C>,
     ) -> (Self, Result<ReconcileReport, String>) {
-        let numbers = match registry.routable().await {
-            Ok(n) => n,
-            Err(e) => return (self, Err(e.to_string())),
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<RoutableNumber>>(4);
+        let read = registry.stream_routable(CHUNK, tx);
+        let write = self.consume(rx);
+        let (read, (mut syncer, pass)) = tokio::join!(read, write);
+        let pass = match (read, pass) {
+            (_, Err(e)) => return (syncer, Err(e)),
+            (Err(e), _) => return (syncer, Err(format!("reading the registry: {e}"))),
+            (Ok(()), Ok(pass)) => pass,
         };
-        self.reconcile_from_numbers(numbers).await
+        let finished = tokio::task::spawn_blocking(move || {
+            let result = syncer.finish(pass).map_err(|e| e.to_string());
+            (syncer, result)
+        });
+        match finished.await {
+            Ok(out) => out,
+            Err(e) => panic!("sync worker panicked: {e}"),
+        }
+    }
+
+    async fn consume(
+        mut self,
+        chunks: std::sync::mpsc::Receiver<Vec<RoutableNumber>>,
+    ) -> (Self, Result<Pass, String>) {
+        let worker = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let mut pass = self.begin()?;
+                for chunk in chunks {
+                    self.feed(&mut pass, &chunk)?;
+                }
+                Ok::<_, SyncError>(pass)
+            })();
+            (self, result.map_err(|e| e.to_string()))
+        });
+        match worker.await {
+            Ok(out) => out,
+            // Nothing in the closure panics on any input; if it did, the maps are left
+            // as they were and syncing cannot go on.
+            Err(e) => panic!("sync worker panicked: {e}"),
+        }
     }
 
     /// [`Syncer::reconcile`] on the blocking pool.
@@ -400,8 +497,6 @@ impl Syncer {
         .await
         {
             Ok(out) => out,
-            // The closure does not panic on any input; if it somehow did, the maps are
-            // left as they were and the daemon cannot go on syncing.
             Err(e) => panic!("sync worker panicked: {e}"),
         }
     }
@@ -610,6 +705,39 @@ mod tests {
         for (n, id) in ["15550100001", "15550100003"].iter().zip(ids) {
             assert_eq!(second.maps.routes.get(&key(n), 0).unwrap().peer_id, id);
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streamed_reconcile_from_the_registry_over_many_chunks() {
+        use crate::registry::{Registry, Settings, SqliteStore, fake_trunk::FakeTrunk};
+        let mut store = SqliteStore::in_memory().unwrap();
+        let count = 3 * CHUNK + 17;
+        let records: Vec<NumberRecord> = (0..count)
+            .map(|i| {
+                let peer = if i % 2 == 0 { A } else { B };
+                record(&format!("1555{i:07}"), peer, State::Verified)
+            })
+            .collect();
+        store.import(&records, "fixture").unwrap();
+        let registry = Registry::new(store, FakeTrunk::default(), Settings::default());
+        let mut s = Syncer::new(RouteMaps::standalone(1 << 17).unwrap(), 1, []);
+        // Left by an earlier daemon: gone from the registry, must go.
+        s.maps
+            .routes
+            .insert(key("15559999999"), RouteValue { peer_id: 0, generation: 0 }, 0)
+            .unwrap();
+        let (s, report) = s.reconcile_from(&registry).await;
+        let report = report.unwrap();
+        assert_eq!((report.routes, report.added, report.removed, report.peers), (count, count, 1, 2));
+        assert_eq!(peer_of(&s, "15550000001"), Some(B.parse().unwrap()));
+        assert_eq!(
+            batch::lookup_all::<RouteKey, RouteValue>(s.maps.routes.map().fd().as_fd())
+                .unwrap()
+                .len(),
+            count
+        );
+        let (_, again) = s.reconcile_from(&registry).await;
+        assert_eq!(again.unwrap().repairs(), 0);
     }
 
     #[test]

@@ -257,6 +257,30 @@ impl<S: Store, C: Channel> Registry<S, C> {
         self.read(|s, now| s.routable(now)).await
     }
 
+    /// Streams every routable number in chunks into `chunks` (the cache sync's full
+    /// load), stopping early if the receiver goes away.
+    pub async fn stream_routable(
+        &self,
+        chunk: usize,
+        chunks: std::sync::mpsc::SyncSender<Vec<RoutableNumber>>,
+    ) -> Result<(), RegistryError> {
+        let complete = self
+            .read(move |s, now| {
+                let mut complete = true;
+                s.routable_chunks(now, chunk, &mut |c| {
+                    complete = chunks.send(c).is_ok();
+                    complete
+                })?;
+                Ok(complete)
+            })
+            .await?;
+        if complete {
+            Ok(())
+        } else {
+            Err(RegistryError::Worker("the reader of the routes went away".into()))
+        }
+    }
+
     pub async fn revoke(&self, number: &str, reason: &str) -> Result<NumberRecord, RegistryError> {
         let number = parse_e164(number)?;
         self.transition(

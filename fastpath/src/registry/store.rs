@@ -46,8 +46,24 @@ pub trait Store: Send + 'static {
     ) -> Result<NumberRecord, StoreError>;
     /// Verified numbers whose expiry has passed become expired; returns them.
     fn expire_due(&mut self, now: i64) -> Result<Vec<NumberRecord>, StoreError>;
-    /// Every number that takes the fast path at `now` (see [`NumberRecord::is_routable`]).
-    fn routable(&self, now: i64) -> Result<Vec<RoutableNumber>, StoreError>;
+    /// Every number that takes the fast path at `now` (see [`NumberRecord::is_routable`]),
+    /// handed to `each` in chunks of up to `chunk`; `each` returns `false` to stop early.
+    fn routable_chunks(
+        &self,
+        now: i64,
+        chunk: usize,
+        each: &mut dyn FnMut(Vec<RoutableNumber>) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// Every number that takes the fast path at `now`, at once.
+    fn routable(&self, now: i64) -> Result<Vec<RoutableNumber>, StoreError> {
+        let mut all = Vec::new();
+        self.routable_chunks(now, 64 * 1024, &mut |mut chunk| {
+            all.append(&mut chunk);
+            true
+        })?;
+        Ok(all)
+    }
     fn audit(&self, number: &str) -> Result<Vec<AuditEntry>, StoreError>;
 
     fn put_challenge(&mut self, challenge: &Challenge) -> Result<(), StoreError>;
