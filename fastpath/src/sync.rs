@@ -15,7 +15,6 @@
 pub mod batch;
 
 use std::{
-    collections::HashMap as StdHashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsFd,
     path::Path,
@@ -31,6 +30,7 @@ use fastpath_common::{
     RouteKey,
     maps::{self as names, FAMILY_IPV4, FAMILY_IPV6, MAX_PEERS, PEER_UP, PeerValue, RouteValue},
 };
+use rustc_hash::FxHashMap as StdHashMap;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tracing::{info, warn};
 
@@ -143,7 +143,7 @@ impl PeerTable {
         Self {
             slots: vec![None; MAX_PEERS as usize],
             refs: vec![0; MAX_PEERS as usize],
-            ids: StdHashMap::new(),
+            ids: StdHashMap::default(),
         }
     }
 }
@@ -183,7 +183,7 @@ impl Syncer {
             maps,
             generation,
             static_routes: static_routes.into_iter().collect(),
-            desired: StdHashMap::new(),
+            desired: StdHashMap::default(),
             peers: PeerTable::empty(),
             counters: Arc::default(),
         }
@@ -273,8 +273,10 @@ impl Syncer {
             })?
             .into_iter()
             .collect();
+        // Sized for the last pass (or the map as found): no rehashing while feeding.
+        let capacity = existing.len().max(self.desired.len());
         Ok(Pass {
-            desired: StdHashMap::with_capacity(existing.len()),
+            desired: StdHashMap::with_capacity_and_hasher(capacity, Default::default()),
             existing,
             report: ReconcileReport::default(),
         })
