@@ -67,7 +67,9 @@ fn record(i: u32, now: i64) -> NumberRecord {
 
 fn second_handle(maps: &RouteMaps) -> anyhow::Result<HashMap<MapData, RouteKey, RouteValue>> {
     let fd = maps.routes.map().fd().as_fd().try_clone_to_owned()?;
-    Ok(HashMap::try_from(Map::from_map_data(MapData::from_fd(fd)?)?)?)
+    Ok(HashMap::try_from(Map::from_map_data(MapData::from_fd(
+        fd,
+    )?)?)?)
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -80,14 +82,20 @@ pub fn run() -> anyhow::Result<Vec<Value>> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("registry.db");
     let now = fastpath::registry::now_ms();
-    eprintln!("sync: writing {ENTRIES} verified numbers to {}...", db.display());
+    eprintln!(
+        "sync: writing {ENTRIES} verified numbers to {}...",
+        db.display()
+    );
     let t = Instant::now();
     {
         let mut store = SqliteStore::open(&db)?;
         let records: Vec<NumberRecord> = (0..ENTRIES).map(|i| record(i, now)).collect();
         store.import(&records, "benchmark")?;
     }
-    eprintln!("sync: registry written in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "sync: registry written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // Baselines: the same entries written straight into an empty map.
     let keys: Vec<RouteKey> = (0..ENTRIES)
@@ -144,7 +152,10 @@ pub fn run() -> anyhow::Result<Vec<Value>> {
     let adopt = t.elapsed();
     let report = report.map_err(anyhow::Error::msg)?;
     if report.repairs() != 0 {
-        bail!("adopting an up-to-date map rewrote {} entries", report.repairs());
+        bail!(
+            "adopting an up-to-date map rewrote {} entries",
+            report.repairs()
+        );
     }
 
     // Updates: the syncer runs as in the daemon; we time registry call → map.
@@ -177,7 +188,9 @@ pub fn run() -> anyhow::Result<Vec<Value>> {
         let n = number(i);
         let k = route_key(&n).context("key")?;
         runtime.block_on(async {
-            registry.register(&n, &format!("new-{u}"), peer(i), true).await?;
+            registry
+                .register(&n, &format!("new-{u}"), peer(i), true)
+                .await?;
             registry.start_verification(&n, Method::MissedCall).await
         })?;
         let t = Instant::now();
@@ -215,13 +228,32 @@ pub fn run() -> anyhow::Result<Vec<Value>> {
     let w99 = percentile(&mut writes, 0.99);
     println!();
     println!("cache sync, {ENTRIES} numbers over {PEERS} peers");
-    println!("  registry read (SQLite)        {:>8.3} s", read.as_secs_f64());
-    println!("  sync_full_1m (read + write)   {:>8.3} s   (target <= 2 s)", full.as_secs_f64());
-    println!("  raw batched map writes, 1M    {:>8.3} s   (baseline)", raw_batch.as_secs_f64());
-    println!("  raw one-by-one map writes, 1M {:>8.3} s   (baseline)", raw_single.as_secs_f64());
-    println!("  sync_adopt_1m (restart)       {:>8.3} s", adopt.as_secs_f64());
-    println!("  update visible p50 / p99      {p50:>8.3} / {p99:.3} ms   (from the registry call; target p99 <= 5 ms)");
-    println!("  commit -> map p50 / p99       {q50:>8.3} / {q99:.3} ms   (from the committed change)");
+    println!(
+        "  registry read (SQLite)        {:>8.3} s",
+        read.as_secs_f64()
+    );
+    println!(
+        "  sync_full_1m (read + write)   {:>8.3} s   (target <= 2 s)",
+        full.as_secs_f64()
+    );
+    println!(
+        "  raw batched map writes, 1M    {:>8.3} s   (baseline)",
+        raw_batch.as_secs_f64()
+    );
+    println!(
+        "  raw one-by-one map writes, 1M {:>8.3} s   (baseline)",
+        raw_single.as_secs_f64()
+    );
+    println!(
+        "  sync_adopt_1m (restart)       {:>8.3} s",
+        adopt.as_secs_f64()
+    );
+    println!(
+        "  update visible p50 / p99      {p50:>8.3} / {p99:.3} ms   (from the registry call; target p99 <= 5 ms)"
+    );
+    println!(
+        "  commit -> map p50 / p99       {q50:>8.3} / {q99:.3} ms   (from the committed change)"
+    );
     println!("  registry write alone p50/p99  {w50:>8.3} / {w99:.3} ms   (baseline)");
     Ok(vec![
         json!({"name": "sync_full_1m_s", "value": full.as_secs_f64(), "unit": "s"}),

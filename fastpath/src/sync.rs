@@ -257,11 +257,12 @@ impl Syncer {
         let mut table = PeerTable::empty();
         for id in 0..MAX_PEERS {
             let value = self.maps.peers.get(&id, 0).map_err(map_err(names::PEERS))?;
-            if let Some(addr) = peer_address(&value) {
-                if value.state == PEER_UP && !table.ids.contains_key(&addr) {
-                    table.ids.insert(addr, id);
-                    table.slots[id as usize] = Some(addr);
-                }
+            if let Some(addr) = peer_address(&value)
+                && value.state == PEER_UP
+                && !table.ids.contains_key(&addr)
+            {
+                table.ids.insert(addr, id);
+                table.slots[id as usize] = Some(addr);
             }
         }
         self.peers = table;
@@ -357,12 +358,12 @@ impl Syncer {
         })?;
         // Only now that no route points at them may unused slots be cleared.
         for id in 0..MAX_PEERS as usize {
-            if let Some(addr) = self.peers.slots[id] {
-                if self.peers.refs[id] == 0 {
-                    self.write_peer(id as u32, crate::maps::EMPTY_PEER)?;
-                    self.peers.slots[id] = None;
-                    self.peers.ids.remove(&addr);
-                }
+            if let Some(addr) = self.peers.slots[id]
+                && self.peers.refs[id] == 0
+            {
+                self.write_peer(id as u32, crate::maps::EMPTY_PEER)?;
+                self.peers.slots[id] = None;
+                self.peers.ids.remove(&addr);
             }
         }
         // A duplicate slot for an address already held elsewhere is unused: clear it.
@@ -726,11 +727,21 @@ mod tests {
         // Left by an earlier daemon: gone from the registry, must go.
         s.maps
             .routes
-            .insert(key("15559999999"), RouteValue { peer_id: 0, generation: 0 }, 0)
+            .insert(
+                key("15559999999"),
+                RouteValue {
+                    peer_id: 0,
+                    generation: 0,
+                },
+                0,
+            )
             .unwrap();
         let (s, report) = s.reconcile_from(&registry).await;
         let report = report.unwrap();
-        assert_eq!((report.routes, report.added, report.removed, report.peers), (count, count, 1, 2));
+        assert_eq!(
+            (report.routes, report.added, report.removed, report.peers),
+            (count, count, 1, 2)
+        );
         assert_eq!(peer_of(&s, "15550000001"), Some(B.parse().unwrap()));
         assert_eq!(
             batch::lookup_all::<RouteKey, RouteValue>(s.maps.routes.map().fd().as_fd())

@@ -61,13 +61,13 @@ fn crash_writer() -> Result<(), StoreError> {
             ttl_ms: 1_000_000,
         };
         store.transition(&number, &verify, i as i64)?;
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             let revoke = fastpath::registry::Transition::Revoke {
                 reason: "crash test".into(),
             };
             store.transition(&number, &revoke, i as i64)?;
         }
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             let batch: Vec<NumberRecord> = (0..BATCH)
                 .map(|j| NumberRecord {
                     number: format!("1666{i:07}{j:02}"),

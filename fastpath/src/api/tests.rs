@@ -158,7 +158,16 @@ async fn bad_input_gets_a_json_4xx_that_says_what_was_wrong() {
     unknown_field["colour"] = json!("red");
     let mut bad_transport = registration();
     bad_transport["peer"]["transport"] = json!("carrier-pigeon");
-    let cases: Vec<(&str, &str, Option<Value>, StatusCode, &str, &str)> = vec![
+    // (method, uri, body, status, error kind, what the message must mention)
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<Value>,
+        StatusCode,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/v1/numbers",

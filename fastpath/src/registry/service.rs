@@ -277,7 +277,9 @@ impl<S: Store, C: Channel> Registry<S, C> {
         if complete {
             Ok(())
         } else {
-            Err(RegistryError::Worker("the reader of the routes went away".into()))
+            Err(RegistryError::Worker(
+                "the reader of the routes went away".into(),
+            ))
         }
     }
 

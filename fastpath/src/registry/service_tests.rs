@@ -183,19 +183,15 @@ async fn wait_for(f: &Fixture, pred: impl Fn(&super::NumberRecord) -> bool) -> s
 #[tokio::test]
 async fn call_with_the_right_digits_verifies() {
     let f = registered(Settings::default()).await;
-    // The double answers with whatever the user would type: we learn the code from the
-    // API response first, so script the call after starting.
-    let calls = f.trunk.calls.clone();
-    let gate = calls.lock().unwrap();
+    // The user types the code the API showed. On this single-threaded runtime the
+    // spawned call cannot run before the next await, so scripting it now is in time.
     let started = f
         .registry
         .start_verification(DIGITS, Method::Call)
         .await
         .unwrap();
     let code = started.code.clone().expect("a call shows the code");
-    let mut gate = gate;
-    gate.push_back(Ok(code));
-    drop(gate);
+    f.trunk.calls.lock().unwrap().push_back(Ok(code));
     let r = wait_for(&f, |r| r.state == State::Verified).await;
     assert_eq!(r.verification_method, Some(Method::Call));
 }
