@@ -87,6 +87,25 @@ fn wait_in_map(pin_dir: &Path, number: &str, want: bool, limit: Duration) -> Res
     )
 }
 
+/// The log without its ANSI colours.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `fastpath numbers ARGS` inside the gateway namespace, against its API on loopback.
 fn cli(topology: &Topology, args: &[&str]) -> Result<Output> {
     let mut cmd = topology.command(Host::Gateway, [binary().as_os_str()]);
@@ -275,5 +294,71 @@ fn revocation_expiry_and_drift_reach_the_pinned_map() -> Result<()> {
     ensure!(shown.contains("expired"), "{shown}");
 
     gateway.stop()?;
+    Ok(())
+}
+
+/// A daemon killed with SIGKILL in the middle of a call load loses no call to a
+/// registered number: the pinned program keeps forwarding while no daemon runs, and the
+/// next daemon adopts the link and maps (and reconciles without rewriting them).
+#[test]
+fn daemon_sigkill_under_call_load_loses_no_registered_call() -> Result<()> {
+    const CALLS: u32 = 150;
+    const RATE: u32 = 25;
+    let topology = Topology::new("rg2")?;
+    topology.resolve_neighbors()?;
+    topology.gw_forward_drop_from_caller()?;
+    let dir = tempfile::tempdir()?;
+    let db: PathBuf = dir.path().join("registry.db");
+    SqliteStore::open(&db)?.import(&[verified(KEPT, i64::MAX)], "fixture")?;
+    let config = config(&db);
+    let first = Gateway::start(&topology, binary(), &config)?;
+
+    let uas = Uas::start(
+        &topology,
+        Host::Peer,
+        IpAddr::V4(PEER_V4),
+        SIP_PORT,
+        CALLS,
+        Duration::from_secs(60),
+    )?;
+    let (uac, second) = std::thread::scope(|scope| -> Result<_> {
+        let load = scope.spawn(|| {
+            uac_call(
+                &topology,
+                Host::Caller,
+                IpAddr::V4(CALLER_V4),
+                SocketAddr::new(GW_CALLER_V4.into(), SIP_PORT),
+                KEPT,
+                CALLS,
+                RATE,
+                Duration::from_secs(40),
+            )
+        });
+        // A third of the way into the load: crash, then a new daemon.
+        std::thread::sleep(Duration::from_secs(2));
+        first.kill()?;
+        let second = Gateway::start_with(&topology, binary(), &config, &[], false);
+        let uac = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("the UAC thread panicked"))?;
+        Ok((uac?, second?))
+    })?;
+    let received = uas.finish()?.calls_received;
+    ensure!(
+        second.log_text().contains("adopted the pinned XDP link"),
+        "{}",
+        second.log_text()
+    );
+    let log = plain(&second.log_text());
+    ensure!(
+        log.contains("routes loaded from the registry routes=1 added=0 changed=0 removed=0"),
+        "the new daemon rewrote routes on adoption:\n{log}"
+    );
+    ensure!(
+        uac.successful == u64::from(CALLS) && received == u64::from(CALLS),
+        "{} of {CALLS} calls answered, {received} reached the peer across the crash",
+        uac.successful
+    );
+    second.stop()?;
     Ok(())
 }
