@@ -133,7 +133,8 @@ async fn daemon(
     // With a registry, `sync` owns the routes (and keeps the config's as static ones).
     let _registry = if config.registry.is_some() {
         maps::write_settings(&mut ebpf, &config)?;
-        Some(fastpath::registry::daemon::start(&config, &pin_dir, generation).await?)
+        let trunk = fastpath::registry::daemon::NoTrunk;
+        Some(fastpath::registry::daemon::start(&config, &pin_dir, generation, trunk).await?)
     } else {
         let report = maps::apply_config(&mut ebpf, &config, generation)?;
         info!(

@@ -55,9 +55,15 @@ impl Drop for Running {
     }
 }
 
-/// Starts everything; returns once the maps hold what the registry says and the API
-/// (if configured) is listening.
-pub async fn start(config: &Config, pin_dir: &Path, generation: u32) -> anyhow::Result<Running> {
+/// Starts everything, delivering verification codes through `channel` (the SIP trunk,
+/// or [`NoTrunk`]); returns once the maps hold what the registry says and the API (if
+/// configured) is listening.
+pub async fn start<C: Channel>(
+    config: &Config,
+    pin_dir: &Path,
+    generation: u32,
+    channel: C,
+) -> anyhow::Result<Running> {
     let rc = config
         .registry
         .as_ref()
@@ -71,7 +77,7 @@ pub async fn start(config: &Config, pin_dir: &Path, generation: u32) -> anyhow::
         missed_call_number: rc.missed_call_number.clone(),
         ..Settings::default()
     };
-    let registry = Registry::new(store, NoTrunk, settings);
+    let registry = Registry::new(store, channel, settings);
     // Subscribe before the load so that no change falls between the two.
     let changes = registry.subscribe();
 
