@@ -258,22 +258,29 @@ impl<S: Store, C: Channel> Registry<S, C> {
     }
 
     /// Streams every routable number in chunks into `chunks` (the cache sync's full
-    /// load), stopping early if the receiver goes away.
+    /// load), stopping early if the receiver goes away. The store is locked only to open
+    /// a snapshot, so registry writes go on during the read.
     pub async fn stream_routable(
         &self,
         chunk: usize,
         chunks: std::sync::mpsc::SyncSender<Vec<RoutableNumber>>,
     ) -> Result<(), RegistryError> {
-        let complete = self
-            .read(move |s, now| {
-                let mut complete = true;
-                s.routable_chunks(now, chunk, &mut |c| {
-                    complete = chunks.send(c).is_ok();
-                    complete
-                })?;
-                Ok(complete)
-            })
-            .await?;
+        let inner = self.inner.clone();
+        let now = self.now();
+        let complete = tokio::task::spawn_blocking(move || {
+            let mut snapshot = {
+                let store = inner.store.lock().unwrap_or_else(|p| p.into_inner());
+                store.snapshot(now)?
+            };
+            let mut complete = true;
+            snapshot.routable_chunks(chunk, &mut |c| {
+                complete = chunks.send(c).is_ok();
+                complete
+            })?;
+            Ok::<_, StoreError>(complete)
+        })
+        .await
+        .map_err(|e| RegistryError::Worker(e.to_string()))??;
         if complete {
             Ok(())
         } else {

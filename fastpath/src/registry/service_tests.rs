@@ -332,3 +332,53 @@ async fn bad_input_is_refused_with_a_reason() {
         Err(RegistryError::Store(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_while_the_sync_reads_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+    let records: Vec<super::NumberRecord> = (0..100)
+        .map(|i| super::NumberRecord {
+            number: format!("1555{i:07}"),
+            account: "a".into(),
+            peer: peer(),
+            state: State::Verified,
+            opt_in: true,
+            verification_method: Some(Method::Call),
+            verified_at: Some(0),
+            expires_at: Some(i64::MAX),
+            last_failure: None,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .collect();
+    store.import(&records, "fixture").unwrap();
+    let registry = Registry::new(store, FakeTrunk::default(), Settings::default());
+    // A reader that takes one chunk of 10 and then stalls: the stream is stuck mid-read.
+    let (tx, rx) = std::sync::mpsc::sync_channel(0);
+    let stream = tokio::spawn({
+        let registry = registry.clone();
+        async move { registry.stream_routable(10, tx).await }
+    });
+    let first = tokio::task::spawn_blocking(move || {
+        let first = rx.recv().unwrap();
+        (first, rx)
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.0.len(), 10);
+    // Meanwhile a write completes.
+    let write = tokio::time::timeout(
+        Duration::from_secs(5),
+        registry.revoke("15550000001", "during a stream"),
+    )
+    .await
+    .expect("a write waited for the stream");
+    assert_eq!(write.unwrap().state, State::Revoked);
+    // The stream reads its own snapshot: all 100, including the one revoked since.
+    let rest: usize = tokio::task::spawn_blocking(move || first.1.iter().map(|c| c.len()).sum())
+        .await
+        .unwrap();
+    stream.await.unwrap().unwrap();
+    assert_eq!(10 + rest, 100);
+}

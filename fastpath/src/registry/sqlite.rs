@@ -4,18 +4,20 @@
 
 use std::{net::IpAddr, path::Path, time::Duration};
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
 
 use super::{
     AuditEntry, Challenge, NewNumber, NumberRecord, PeerAddress, RoutableNumber, State, Transition,
     Transport, method_str, migrations,
     number::route_key,
     parse_method,
-    store::{Store, StoreError},
+    store::{Snapshot, Store, StoreError},
 };
 
 pub struct SqliteStore {
     conn: Connection,
+    /// The file, for snapshots' own connections; `None` in memory.
+    path: Option<std::path::PathBuf>,
 }
 
 const COLUMNS: &str = "number, account, peer_host, peer_port, transport, state, opt_in, method, \
@@ -24,7 +26,9 @@ const COLUMNS: &str = "number, account, peer_host, peer_port, transport, state, 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::setup(Connection::open(path)?)
+        let mut store = Self::setup(Connection::open(path)?)?;
+        store.path = Some(path.to_owned());
+        Ok(store)
     }
 
     /// A private in-memory database, for tests.
@@ -41,7 +45,7 @@ impl SqliteStore {
         // 64 MiB of page cache (default 2 MiB): a 1M-number registry's indexes fit.
         conn.pragma_update(None, "cache_size", -65536)?;
         migrations::migrate(&mut conn)?;
-        Ok(Self { conn })
+        Ok(Self { conn, path: None })
     }
 
     /// `PRAGMA integrity_check`: `ok` or the problems found.
@@ -162,6 +166,78 @@ fn audit_in(
 
 fn require(record: Option<NumberRecord>, number: &str) -> Result<NumberRecord, StoreError> {
     record.ok_or_else(|| StoreError::NotFound(number.to_owned()))
+}
+
+fn routable_chunks(
+    conn: &Connection,
+    now: i64,
+    chunk: usize,
+    each: &mut dyn FnMut(Vec<RoutableNumber>) -> bool,
+) -> Result<(), StoreError> {
+    // The SQL form of `NumberRecord::is_routable` (a test keeps the two in step).
+    let mut stmt = conn.prepare(
+        "SELECT number, peer_host, peer_port FROM numbers
+         WHERE state = 'verified' AND opt_in = 1 AND transport = 'udp' AND expires_at > ?1",
+    )?;
+    let mut rows = stmt.query([now])?;
+    let chunk = chunk.max(1);
+    let mut out = Vec::with_capacity(chunk);
+    while let Some(row) = rows.next()? {
+        if out.len() == chunk && !each(std::mem::replace(&mut out, Vec::with_capacity(chunk))) {
+            return Ok(());
+        }
+        let number: String = row.get(0)?;
+        let host: String = row.get(1)?;
+        let port: u16 = row.get(2)?;
+        let key =
+            route_key(&number).ok_or_else(|| StoreError::Corrupt(format!("number {number:?}")))?;
+        let host: IpAddr = host
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("peer_host {host:?}")))?;
+        out.push(RoutableNumber {
+            key,
+            peer: std::net::SocketAddr::new(host, port),
+        });
+    }
+    if !out.is_empty() {
+        each(out);
+    }
+    Ok(())
+}
+
+/// Its own read-only connection: in WAL mode, one SELECT reads one consistent version
+/// while the writer goes on.
+struct SqliteSnapshot {
+    conn: Connection,
+    now: i64,
+}
+
+impl Snapshot for SqliteSnapshot {
+    fn routable_chunks(
+        &mut self,
+        chunk: usize,
+        each: &mut dyn FnMut(Vec<RoutableNumber>) -> bool,
+    ) -> Result<(), StoreError> {
+        routable_chunks(&self.conn, self.now, chunk, each)
+    }
+}
+
+/// The routable numbers of an in-memory database, copied when the snapshot is taken.
+struct CopiedSnapshot(Vec<RoutableNumber>);
+
+impl Snapshot for CopiedSnapshot {
+    fn routable_chunks(
+        &mut self,
+        chunk: usize,
+        each: &mut dyn FnMut(Vec<RoutableNumber>) -> bool,
+    ) -> Result<(), StoreError> {
+        for c in self.0.chunks(chunk.max(1)) {
+            if !each(c.to_vec()) {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Store for SqliteStore {
@@ -328,35 +404,21 @@ impl Store for SqliteStore {
         chunk: usize,
         each: &mut dyn FnMut(Vec<RoutableNumber>) -> bool,
     ) -> Result<(), StoreError> {
-        // The SQL form of `NumberRecord::is_routable` (a test keeps the two in step).
-        let mut stmt = self.conn.prepare(
-            "SELECT number, peer_host, peer_port FROM numbers
-             WHERE state = 'verified' AND opt_in = 1 AND transport = 'udp' AND expires_at > ?1",
+        routable_chunks(&self.conn, now, chunk, each)
+    }
+
+    fn snapshot(&self, now: i64) -> Result<Box<dyn Snapshot>, StoreError> {
+        let Some(path) = &self.path else {
+            // A private in-memory database has no second connection: copy it.
+            return Ok(Box::new(CopiedSnapshot(self.routable(now)?)));
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        let mut rows = stmt.query([now])?;
-        let chunk = chunk.max(1);
-        let mut out = Vec::with_capacity(chunk);
-        while let Some(row) = rows.next()? {
-            if out.len() == chunk && !each(std::mem::replace(&mut out, Vec::with_capacity(chunk))) {
-                return Ok(());
-            }
-            let number: String = row.get(0)?;
-            let host: String = row.get(1)?;
-            let port: u16 = row.get(2)?;
-            let key = route_key(&number)
-                .ok_or_else(|| StoreError::Corrupt(format!("number {number:?}")))?;
-            let host: IpAddr = host
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("peer_host {host:?}")))?;
-            out.push(RoutableNumber {
-                key,
-                peer: std::net::SocketAddr::new(host, port),
-            });
-        }
-        if !out.is_empty() {
-            each(out);
-        }
-        Ok(())
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        Ok(Box::new(SqliteSnapshot { conn, now }))
     }
 
     fn audit(&self, number: &str) -> Result<Vec<AuditEntry>, StoreError> {

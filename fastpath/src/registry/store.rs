@@ -24,7 +24,21 @@ pub enum StoreError {
     Schema(String),
 }
 
+/// A consistent view of the routable numbers taken at one moment, read without the
+/// store: the sync's full load (a second or so at 1M numbers) must not hold up writes.
+pub trait Snapshot: Send {
+    /// As [`Store::routable_chunks`], with the snapshot's `now`.
+    fn routable_chunks(
+        &mut self,
+        chunk: usize,
+        each: &mut dyn FnMut(Vec<RoutableNumber>) -> bool,
+    ) -> Result<(), StoreError>;
+}
+
 pub trait Store: Send + 'static {
+    /// Opens a [`Snapshot`] of the numbers routable at `now`.
+    fn snapshot(&self, now: i64) -> Result<Box<dyn Snapshot>, StoreError>;
+
     /// Registers `new` as pending; a revoked number may be registered again (by anyone).
     fn register(&mut self, new: &NewNumber, now: i64) -> Result<NumberRecord, StoreError>;
     fn get(&self, number: &str) -> Result<Option<NumberRecord>, StoreError>;
