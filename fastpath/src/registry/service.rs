@@ -309,7 +309,6 @@ impl<S: Store, C: Channel> Registry<S, C> {
         let number = number.to_owned();
         self.write(move |s, now| {
             let r = s.transition(&number, &transition, now)?;
-            s.delete_challenge(&number)?;
             Ok((r.clone(), vec![r]))
         })
         .await
@@ -500,7 +499,7 @@ impl<S: Store, C: Channel> Registry<S, C> {
                 }
                 let attempts = s.count_attempt(&number)?;
                 if code::matches(expected, &given) {
-                    s.delete_challenge(&number)?;
+                    // One transaction (one fsync): the challenge goes with the change.
                     let r = s.transition(
                         &number,
                         &Transition::Verify {
@@ -545,7 +544,6 @@ impl<S: Store, C: Channel> Registry<S, C> {
             if pending.is_none() {
                 return Ok((None, Vec::new()));
             }
-            s.delete_challenge(&number)?;
             let r = s.transition(
                 &number,
                 &Transition::Verify {
@@ -564,7 +562,6 @@ impl<S: Store, C: Channel> Registry<S, C> {
         warn!(number, %failure, "verification delivery failed");
         let number = number.to_owned();
         self.write(move |s, now| {
-            s.delete_challenge(&number)?;
             let r = match &failure {
                 Failure::NumberGone(_) => s.transition(
                     &number,
@@ -573,7 +570,10 @@ impl<S: Store, C: Channel> Registry<S, C> {
                     },
                     now,
                 )?,
-                _ => s.record_failure(&number, &failure.to_string(), now)?,
+                _ => {
+                    s.delete_challenge(&number)?;
+                    s.record_failure(&number, &failure.to_string(), now)?
+                }
             };
             Ok(((), vec![r]))
         })

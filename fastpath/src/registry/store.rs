@@ -45,6 +45,7 @@ pub trait Store: Send + 'static {
     /// All numbers, or one account's, ordered by number.
     fn list(&self, account: Option<&str>) -> Result<Vec<NumberRecord>, StoreError>;
     /// Moves a number to the transition's state if [`State::can_become`] allows it.
+    /// Verifying or revoking also drops the number's challenge, in the same transaction.
     fn transition(
         &mut self,
         number: &str,
