@@ -127,7 +127,7 @@ const CHUNK: usize = 16 * 1024;
 /// A reconcile in progress (see [`Syncer::begin`]).
 pub struct Pass {
     existing: StdHashMap<RouteKey, RouteValue>,
-    desired: StdHashMap<RouteKey, SocketAddr>,
+    desired: StdHashMap<RouteKey, u32>,
     report: ReconcileReport,
 }
 
@@ -153,8 +153,8 @@ pub struct Syncer {
     generation: u32,
     /// Routes from the config file; they win over the registry for the same number.
     static_routes: StdHashMap<RouteKey, SocketAddr>,
-    /// What the map must say.
-    desired: StdHashMap<RouteKey, SocketAddr>,
+    /// What the map must say: key → peer slot (12 bytes an entry, for 1M-entry tables).
+    desired: StdHashMap<RouteKey, u32>,
     peers: PeerTable,
     counters: Arc<SyncCounters>,
 }
@@ -226,16 +226,16 @@ impl Syncer {
         Ok(id)
     }
 
-    /// Drops one route's use of `addr`'s slot; the last user clears it.
-    fn release_peer(&mut self, addr: SocketAddr) -> Result<(), SyncError> {
-        let Some(&id) = self.peers.ids.get(&addr) else {
+    /// Drops one route's use of slot `id`; the last user clears it.
+    fn release_peer(&mut self, id: u32) -> Result<(), SyncError> {
+        let Some(refs) = self.peers.refs.get_mut(id as usize) else {
             return Ok(());
         };
-        let refs = &mut self.peers.refs[id as usize];
         *refs = refs.saturating_sub(1);
-        if *refs == 0 {
+        if *refs == 0
+            && let Some(addr) = self.peers.slots[id as usize].take()
+        {
             self.write_peer(id, crate::maps::EMPTY_PEER)?;
-            self.peers.slots[id as usize] = None;
             self.peers.ids.remove(&addr);
         }
         Ok(())
@@ -304,15 +304,13 @@ impl Syncer {
         keys: &mut Vec<RouteKey>,
         values: &mut Vec<RouteValue>,
     ) -> Result<(), SyncError> {
-        if let Some(previous) = pass.desired.insert(key, addr) {
-            // Fed twice: the earlier route no longer uses its slot (cleared in `finish`).
-            if let Some(&id) = self.peers.ids.get(&previous) {
-                let refs = &mut self.peers.refs[id as usize];
-                *refs = refs.saturating_sub(1);
-            }
-        }
         let peer_id = self.peer_id(addr)?;
         self.peers.refs[peer_id as usize] += 1;
+        if let Some(previous) = pass.desired.insert(key, peer_id) {
+            // Fed twice: the earlier route no longer uses its slot (cleared in `finish`).
+            let refs = &mut self.peers.refs[previous as usize];
+            *refs = refs.saturating_sub(1);
+        }
         match pass.existing.get(&key) {
             Some(v) if v.peer_id == peer_id => return Ok(()),
             Some(_) => pass.report.changed += 1,
@@ -401,7 +399,12 @@ impl Syncer {
             .copied()
             .or_else(|| record.is_routable(now).then(|| record.peer.socket_addr()));
         let old = self.desired.get(&key).copied();
-        if want == old {
+        let unchanged = match (want, old) {
+            (None, None) => true,
+            (Some(addr), Some(id)) => self.peers.slots.get(id as usize) == Some(&Some(addr)),
+            _ => false,
+        };
+        if unchanged {
             return Ok(false);
         }
         match want {
@@ -416,7 +419,7 @@ impl Syncer {
                     .routes
                     .insert(key, value, 0)
                     .map_err(map_err(names::ROUTES))?;
-                self.desired.insert(key, addr);
+                self.desired.insert(key, peer_id);
             }
             None => {
                 let fd = self.maps.routes.map().fd().as_fd();
@@ -427,8 +430,8 @@ impl Syncer {
                 self.desired.remove(&key);
             }
         }
-        if let Some(addr) = old {
-            self.release_peer(addr)?;
+        if let Some(id) = old {
+            self.release_peer(id)?;
         }
         self.counters.updates.fetch_add(1, Ordering::Relaxed);
         self.counters
