@@ -93,11 +93,8 @@ impl From<RegistryError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        let status = match r {
-            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError::new(status, "bad_json", r.body_text())
+        // axum's own statuses: 400 syntax, 422 wrong fields, 415 not JSON, 413 too large.
+        ApiError::new(r.status(), "bad_json", r.body_text())
     }
 }
 

@@ -263,10 +263,10 @@ async fn audit<S: Store, C: Channel>(
 async fn revoke<S: Store, C: Channel>(
     State(state): State<ApiState<S, C>>,
     number: Result<Path<String>, PathRejection>,
-    body: Option<Json<RevokeRequest>>,
+    body: Result<Option<Json<RevokeRequest>>, JsonRejection>,
 ) -> ApiResult<Json<NumberRecord>> {
     let Path(number) = number?;
-    let reason = body
+    let reason = body?
         .and_then(|Json(b)| b.reason)
         .unwrap_or_else(|| "revoked through the API".into());
     Ok(Json(state.registry.revoke(&number, &reason).await?))

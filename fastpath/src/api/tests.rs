@@ -180,7 +180,7 @@ async fn bad_input_gets_a_json_4xx_that_says_what_was_wrong() {
             "POST",
             "/v1/numbers",
             Some(bad_host),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "bad_json",
             "peer.host",
         ),
@@ -188,7 +188,7 @@ async fn bad_input_gets_a_json_4xx_that_says_what_was_wrong() {
             "POST",
             "/v1/numbers",
             Some(bad_port),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "bad_json",
             "peer.port",
         ),
@@ -196,7 +196,7 @@ async fn bad_input_gets_a_json_4xx_that_says_what_was_wrong() {
             "POST",
             "/v1/numbers",
             Some(unknown_field),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "bad_json",
             "colour",
         ),
@@ -204,7 +204,7 @@ async fn bad_input_gets_a_json_4xx_that_says_what_was_wrong() {
             "POST",
             "/v1/numbers",
             Some(bad_transport),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "bad_json",
             "transport",
         ),
@@ -228,7 +228,7 @@ async fn bad_input_gets_a_json_4xx_that_says_what_was_wrong() {
             "POST",
             "/v1/numbers/15550100009/verification",
             Some(json!({"method": "fax"})),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "bad_json",
             "method",
         ),
@@ -293,6 +293,25 @@ async fn bad_input_gets_a_json_4xx_that_says_what_was_wrong() {
         .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // Too large, and not JSON: JSON errors too.
+    let big = json!({"number": "1".repeat(20_000), "account": "a", "peer": {"host": "198.51.100.2", "port": 5060}});
+    let (s, v) = call(&app, "POST", "/v1/numbers", Some(big), t).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("bad_json"))
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/numbers/15550100001/revoke")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("please"))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"], "bad_json");
     // Verification needs a registered, verifiable number: missed call is not configured here.
     call(&app, "POST", "/v1/numbers", Some(registration()), t).await;
     let (s, v) = call(
