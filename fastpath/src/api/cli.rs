@@ -75,8 +75,10 @@ enum NumbersCommand {
     /// Start a verification, or with `--code` submit the code received by message.
     Verify {
         number: String,
-        #[arg(long, value_enum, default_value = "message")]
-        method: MethodArg,
+        /// How to prove it (default: message).
+        #[arg(long, value_enum, conflicts_with = "code")]
+        method: Option<MethodArg>,
+        /// The code received by message.
         #[arg(long)]
         code: Option<String>,
     },
@@ -165,10 +167,9 @@ pub fn run(args: NumbersArgs) -> anyhow::Result<()> {
         }
         NumbersCommand::Verify {
             number,
-            method,
             code: Some(code),
+            ..
         } => {
-            let _ = method;
             let r = client.submit_code(&number, &code)?;
             if json {
                 return print_json(&r);
@@ -180,6 +181,7 @@ pub fn run(args: NumbersArgs) -> anyhow::Result<()> {
             method,
             code: None,
         } => {
+            let method = method.unwrap_or(MethodArg::Message);
             let s = client.start_verification(&number, method.into())?;
             if json {
                 return print_json(&s);
