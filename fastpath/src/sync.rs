@@ -10,7 +10,9 @@
 //!
 //! `PEERS` slots are shared by every number with the same peer address. A slot is filled
 //! before any route points at it and cleared only after no route does, so a packet never
-//! meets a route whose peer slot is empty or, worse, holds another peer's address.
+//! meets a route whose peer slot is empty or, worse, holds another peer's address. The
+//! sync owns the slots' addresses; a slot's up/down state belongs to peer health checks
+//! and is left as found (new slots start up).
 
 pub mod batch;
 
@@ -28,7 +30,7 @@ use std::{
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
 use fastpath_common::{
     RouteKey,
-    maps::{self as names, FAMILY_IPV4, FAMILY_IPV6, MAX_PEERS, PEER_UP, PeerValue, RouteValue},
+    maps::{self as names, FAMILY_IPV4, FAMILY_IPV6, MAX_PEERS, PeerValue, RouteValue},
 };
 use rustc_hash::FxHashMap as StdHashMap;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -257,8 +259,8 @@ impl Syncer {
         let mut table = PeerTable::empty();
         for id in 0..MAX_PEERS {
             let value = self.maps.peers.get(&id, 0).map_err(map_err(names::PEERS))?;
+            // Whatever its state: the sync owns addresses, peer health owns the state.
             if let Some(addr) = peer_address(&value)
-                && value.state == PEER_UP
                 && !table.ids.contains_key(&addr)
             {
                 table.ids.insert(addr, id);
@@ -754,6 +756,28 @@ mod tests {
         );
         let (_, again) = s.reconcile_from(&registry).await;
         assert_eq!(again.unwrap().repairs(), 0);
+    }
+
+    #[test]
+    fn reconcile_keeps_a_peer_marked_down() {
+        let numbers = [routable("15550100001", A)];
+        let mut s = Syncer::new(RouteMaps::standalone(1024).unwrap(), 1, []);
+        s.reconcile(&numbers).unwrap();
+        let id = s.maps.routes.get(&key("15550100001"), 0).unwrap().peer_id;
+        let mut down = s.maps.peers.get(&id, 0).unwrap();
+        down.state = fastpath_common::maps::PEER_DOWN;
+        s.maps.peers.set(id, down, 0).unwrap();
+        let r = s.reconcile(&numbers).unwrap();
+        assert_eq!(r.repairs(), 0);
+        assert_eq!(
+            s.maps.routes.get(&key("15550100001"), 0).unwrap().peer_id,
+            id
+        );
+        assert_eq!(
+            s.maps.peers.get(&id, 0).unwrap(),
+            down,
+            "health owns the state"
+        );
     }
 
     #[test]
