@@ -21,6 +21,7 @@
 
 mod frames;
 mod rawbpf;
+mod sync;
 
 use std::{
     fs::File,
@@ -73,6 +74,9 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 31,
           value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Only the registry → ROUTES cache-sync benchmarks.
+    #[arg(long)]
+    sync_only: bool,
 }
 
 /// Removes the benchmark's pin directory (maps pinned by `fastpath::xdp::load`).
@@ -128,6 +132,17 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
     }
+    if args.sync_only {
+        // Standalone maps, no traffic: no topology needed.
+        let results = sync::run()?;
+        if let Some(path) = &args.json {
+            let doc = serde_json::json!({ "results": results });
+            std::fs::write(path, format!("{doc:#}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     // Declared first, dropped last: the namespaces outlive everything that uses them.
     let prefix = topology_prefix();
     eprintln!("building topology {prefix:?}...");
@@ -160,8 +175,9 @@ fn main() -> anyhow::Result<()> {
             .map_err(|_| anyhow!("benchmark thread panicked"))
     })??;
     report.print(&args);
+    let sync_results = sync::run()?;
     if let Some(path) = &args.json {
-        std::fs::write(path, report.json())
+        std::fs::write(path, report.json(&sync_results))
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
@@ -513,7 +529,7 @@ impl Report {
         }
     }
 
-    fn json(&self) -> String {
+    fn json(&self, extra: &[serde_json::Value]) -> String {
         let mut results = Vec::new();
         let mut all_drop = Vec::new();
         for (label, _, paths) in &self.sizes {
@@ -534,6 +550,7 @@ impl Report {
         for (label, _, secs) in &self.fills {
             results.push(serde_json::json!({"name": format!("routes_fill_{label}_s"), "value": secs, "unit": "s"}));
         }
+        results.extend_from_slice(extra);
         let doc = serde_json::json!({ "results": results });
         format!("{doc:#}\n")
     }

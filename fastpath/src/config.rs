@@ -22,6 +22,8 @@ struct File {
     routes: Vec<RouteEntry>,
     #[serde(default)]
     verification: Option<VerificationSection>,
+    registry: Option<RegistrySection>,
+    api: Option<ApiSection>,
 }
 
 /// Ownership verification over the carrier trunk (optional).
@@ -31,6 +33,86 @@ struct VerificationSection {
     trunk: SocketAddr,
     number: String,
     local: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrySection {
+    path: std::path::PathBuf,
+    verified_ttl: Option<String>,
+    reconcile_interval: Option<String>,
+    missed_call_number: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    #[serde(default = "default_api_listen")]
+    listen: SocketAddr,
+    token: Option<String>,
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// `[registry]`: the number registry and its sync into the fast path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    pub path: std::path::PathBuf,
+    /// How long a verification holds (default 90 days).
+    pub verified_ttl: std::time::Duration,
+    /// How often the sync compares the map with the registry (default 60 s).
+    pub reconcile_interval: std::time::Duration,
+    /// The number owners call for missed-call verification, E.164 digits.
+    pub missed_call_number: Option<String>,
+}
+
+/// `[api]`: the enrollment and admin HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Bearer token; `FASTPATH_API_TOKEN` is used when absent.
+    pub token: Option<String>,
+}
+
+fn duration(
+    key: &str,
+    text: Option<&str>,
+    default: std::time::Duration,
+) -> anyhow::Result<std::time::Duration> {
+    let Some(text) = text else { return Ok(default) };
+    let d = humantime::parse_duration(text).map_err(|e| {
+        anyhow::anyhow!("{key}: '{text}' is not a duration like \"90d\" or \"30s\": {e}")
+    })?;
+    if d.is_zero() {
+        bail!("{key}: must be longer than zero");
+    }
+    Ok(d)
+}
+
+impl RegistrySection {
+    fn validate(self) -> anyhow::Result<RegistryConfig> {
+        let missed_call_number = self
+            .missed_call_number
+            .map(|n| crate::registry::number::parse_e164(&n))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("registry.missed_call_number: {e}"))?;
+        Ok(RegistryConfig {
+            path: self.path,
+            verified_ttl: duration(
+                "registry.verified_ttl",
+                self.verified_ttl.as_deref(),
+                std::time::Duration::from_secs(90 * 24 * 3600),
+            )?,
+            reconcile_interval: duration(
+                "registry.reconcile_interval",
+                self.reconcile_interval.as_deref(),
+                std::time::Duration::from_secs(60),
+            )?,
+            missed_call_number,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +175,8 @@ pub struct Config {
     pub peers: Vec<Peer>,
     pub routes: Vec<Route>,
     pub verification: Option<Verification>,
+    pub registry: Option<RegistryConfig>,
+    pub api: Option<ApiConfig>,
 }
 
 /// Where verification codes go out and missed calls come in.
@@ -189,6 +273,14 @@ impl Config {
                 address: p.address,
             })
             .collect();
+        let registry = file.registry.map(RegistrySection::validate).transpose()?;
+        let api = file.api.map(|a| ApiConfig {
+            listen: a.listen,
+            token: a.token,
+        });
+        if api.is_some() && registry.is_none() {
+            bail!("api: needs a [registry] section (the API manages the registry)");
+        }
         Ok(Self {
             sip_ports: ports,
             max_routes: file.xdp.max_routes,
@@ -196,6 +288,8 @@ impl Config {
             peers,
             routes,
             verification,
+            registry,
+            api,
         })
     }
 }
@@ -275,6 +369,22 @@ mod tests {
     }
 
     #[test]
+    fn registry_and_api_sections() {
+        let config = Config::parse(
+            "[registry]\npath = \"/var/lib/fastpath/registry.db\"\nverified_ttl = \"30d\"\n\
+             [api]\nlisten = \"127.0.0.1:9090\"\ntoken = \"s3cret\"\n",
+        )
+        .unwrap();
+        let registry = config.registry.unwrap();
+        assert_eq!(registry.verified_ttl.as_secs(), 30 * 24 * 3600);
+        assert_eq!(registry.reconcile_interval.as_secs(), 60);
+        let api = config.api.unwrap();
+        assert_eq!(api.listen.port(), 9090);
+        assert_eq!(api.token.as_deref(), Some("s3cret"));
+        assert!(Config::parse("").unwrap().registry.is_none());
+    }
+
+    #[test]
     fn empty_file_means_defaults() {
         let config = Config::parse("").unwrap();
         assert_eq!(config.sip_ports, [DEFAULT_SIP_PORT]);
@@ -325,6 +435,23 @@ mod tests {
                 "verification.trunk",
             ),
             ("[verification]\ntrunk = \"203.0.113.2:5060\"", "number"),
+            (
+                "[registry]\npath = \"r.db\"\nverified_ttl = \"soon\"",
+                "registry.verified_ttl",
+            ),
+            (
+                "[registry]\npath = \"r.db\"\nreconcile_interval = \"0s\"",
+                "registry.reconcile_interval",
+            ),
+            (
+                "[registry]\npath = \"r.db\"\nmissed_call_number = \"x\"",
+                "registry.missed_call_number",
+            ),
+            ("[api]\ntoken = \"t\"", "api"),
+            (
+                "[registry]\npath = \"r.db\"\n[api]\nlisten = \"nowhere\"",
+                "listen",
+            ),
         ];
         for (text, key) in cases {
             let error = error_of(text);

@@ -1,9 +1,12 @@
 //! The fastpath daemon as a library: the CLI in `main.rs` and the integration tests share it.
 
+pub mod api;
 pub mod config;
 pub mod maps;
 pub mod metrics;
+pub mod registry;
 pub mod stats;
+pub mod sync;
 pub mod verify;
 pub mod xdp;
 

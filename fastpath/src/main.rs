@@ -44,6 +44,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Register, verify, list and revoke numbers through the running daemon's API.
+    Numbers(fastpath::api::cli::NumbersArgs),
     /// Detach a program left forwarding by `run --keep-attached`.
     Detach {
         #[arg(long = "iface", required = true)]
@@ -93,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Numbers(args) => fastpath::api::cli::run(args),
         Command::Detach {
             ifaces,
             pin_dir,
@@ -127,13 +130,20 @@ async fn daemon(
         Err(error) => warn!(%error, "eBPF logs unavailable"),
     }
     let generation = now_generation();
-    let report = maps::apply_config(&mut ebpf, &config, generation)?;
-    info!(
-        routes = report.routes,
-        removed = report.removed,
-        peers = report.peers,
-        "routes synced"
-    );
+    // With a registry, `sync` owns the routes (and keeps the config's as static ones).
+    let _registry = if config.registry.is_some() {
+        maps::write_settings(&mut ebpf, &config)?;
+        Some(start_registry(&config, &pin_dir, generation).await?)
+    } else {
+        let report = maps::apply_config(&mut ebpf, &config, generation)?;
+        info!(
+            routes = report.routes,
+            removed = report.removed,
+            peers = report.peers,
+            "routes synced"
+        );
+        None
+    };
     if config.local_only {
         maps::set_local_addrs(&pin_dir, &maps::local_addresses()?)?;
         tokio::spawn(refresh_local_addrs(pin_dir.clone()));
@@ -166,6 +176,29 @@ async fn daemon(
         }
     }
     Ok(())
+}
+
+/// The registry, delivering codes through the carrier trunk of `[verification]` (or, without
+/// one, failing each delivery with that reason).
+async fn start_registry(
+    config: &Config,
+    pin_dir: &std::path::Path,
+    generation: u32,
+) -> anyhow::Result<fastpath::registry::daemon::Running> {
+    use fastpath::{registry::daemon, verify::SipTrunkChannel};
+    match &config.verification {
+        Some(v) => {
+            let trunk = SipTrunkChannel::bind(v.local, v.trunk)
+                .await
+                .with_context(|| format!("verification: cannot bind {}", v.local))?;
+            info!(trunk = %v.trunk, local = %v.local, "verification through the carrier trunk");
+            daemon::start(config, pin_dir, generation, trunk).await
+        }
+        None => {
+            warn!("no [verification] section: codes cannot be delivered");
+            daemon::start(config, pin_dir, generation, daemon::NoTrunk).await
+        }
+    }
 }
 
 /// Keeps `LOCAL_ADDRS` in step with the interfaces' addresses; a polled list is simple and

@@ -31,29 +31,7 @@ pub fn apply_config(
     config: &Config,
     generation: u32,
 ) -> anyhow::Result<SyncReport> {
-    let mut ports = [0u16; MAX_SIP_PORTS];
-    ports[..config.sip_ports.len()].copy_from_slice(&config.sip_ports);
-    let mut settings: Array<_, maps::Config> = Array::try_from(map(ebpf, maps::CONFIG)?)?;
-    let flags = if config.local_only {
-        maps::LOCAL_ONLY
-    } else {
-        0
-    };
-    // A new epoch: the program looks local addresses up afresh (see `set_local_addrs`).
-    let local_epoch = settings
-        .get(&0, 0)
-        .map_or(0, |c| c.local_epoch.wrapping_add(1));
-    settings
-        .set(
-            0,
-            maps::Config {
-                sip_ports: ports,
-                flags,
-                local_epoch,
-            },
-            0,
-        )
-        .context("writing CONFIG")?;
+    write_settings(ebpf, config)?;
 
     let mut peers: Array<_, PeerValue> = Array::try_from(map(ebpf, maps::PEERS)?)?;
     for id in 0..MAX_PEERS {
@@ -91,6 +69,34 @@ pub fn apply_config(
     })
 }
 
+/// Writes `CONFIG` (the SIP ports). With a registry, this is all the config file sets
+/// directly; `sync` owns `PEERS` and `ROUTES`.
+pub fn write_settings(ebpf: &mut Ebpf, config: &Config) -> anyhow::Result<()> {
+    let mut ports = [0u16; MAX_SIP_PORTS];
+    ports[..config.sip_ports.len()].copy_from_slice(&config.sip_ports);
+    let mut settings: Array<_, maps::Config> = Array::try_from(map(ebpf, maps::CONFIG)?)?;
+    let flags = if config.local_only {
+        maps::LOCAL_ONLY
+    } else {
+        0
+    };
+    // A new epoch: the program looks local addresses up afresh (see `set_local_addrs`).
+    let local_epoch = settings
+        .get(&0, 0)
+        .map_or(0, |c| c.local_epoch.wrapping_add(1));
+    settings
+        .set(
+            0,
+            maps::Config {
+                sip_ports: ports,
+                flags,
+                local_epoch,
+            },
+            0,
+        )
+        .context("writing CONFIG")
+}
+
 /// Lets the program redirect to each of these interfaces.
 pub fn set_egress(ebpf: &mut Ebpf, ifindexes: &[u32]) -> anyhow::Result<()> {
     let mut egress = DevMapHash::try_from(map(ebpf, maps::EGRESS)?)?;
@@ -110,7 +116,7 @@ pub fn set_egress(ebpf: &mut Ebpf, ifindexes: &[u32]) -> anyhow::Result<()> {
     Ok(())
 }
 
-const EMPTY_PEER: PeerValue = PeerValue {
+pub const EMPTY_PEER: PeerValue = PeerValue {
     addr: [0; 16],
     port: 0,
     family: 0,
@@ -118,8 +124,13 @@ const EMPTY_PEER: PeerValue = PeerValue {
 };
 
 fn peer_value(peer: &Peer) -> PeerValue {
+    peer_value_for(peer.address)
+}
+
+/// The `PEERS` slot for a peer at `address`, marked up.
+pub fn peer_value_for(address: std::net::SocketAddr) -> PeerValue {
     let mut addr = [0u8; 16];
-    let family = match peer.address.ip() {
+    let family = match address.ip() {
         std::net::IpAddr::V4(ip) => {
             addr[..4].copy_from_slice(&ip.octets());
             FAMILY_IPV4
@@ -132,7 +143,7 @@ fn peer_value(peer: &Peer) -> PeerValue {
     // Health checks (OPTIONS) arrive with the proxy; until then a configured peer is up.
     PeerValue {
         addr,
-        port: peer.address.port(),
+        port: address.port(),
         family,
         state: PEER_UP,
     }

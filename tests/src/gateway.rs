@@ -140,6 +140,19 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Kills the daemon with SIGKILL (a crash): nothing of it runs, and everything it
+    /// pinned (program link, maps) stays for the next `fresh = false` start to adopt.
+    pub fn kill(mut self) -> Result<()> {
+        self.keep_pins = true;
+        self.daemon.signal(libc::SIGKILL)?;
+        self.daemon
+            .wait_timeout(Duration::from_secs(10))?
+            .context("fastpath survived SIGKILL")?;
+        Ok(())
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.daemon.stop();

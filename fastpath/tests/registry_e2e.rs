@@ -1,0 +1,367 @@
+//! The registry driving the real fast path in a netns gateway: numbers loaded from the
+//! registry at start take calls to the peer; revocation (through the CLI and API) and
+//! expiry take them off the pinned `ROUTES` map within one second, after which calls no
+//! longer reach the peer; drift injected into the pinned map is repaired.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use aya::maps::{HashMap, Map, MapData};
+use fastpath::registry::{
+    Method, NumberRecord, PeerAddress, SqliteStore, State, Transport, now_ms, number::route_key,
+};
+use fastpath_common::{RouteKey, maps::RouteValue};
+use fastpath_tests::{Gateway, Host, Topology, Uas, netns::*, uac_call};
+
+const TOKEN: &str = "registry-e2e-token-0123";
+const REVOKED: &str = "15550100001";
+const EXPIRING: &str = "15550100002";
+const KEPT: &str = "15550100003";
+const ROGUE: &str = "15550109999";
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_fastpath"))
+}
+
+fn verified(number: &str, expires_at: i64) -> NumberRecord {
+    NumberRecord {
+        number: number.into(),
+        account: "acme".into(),
+        peer: PeerAddress {
+            host: PEER_V4.into(),
+            port: SIP_PORT,
+            transport: Transport::Udp,
+        },
+        state: State::Verified,
+        opt_in: true,
+        verification_method: Some(Method::Message),
+        verified_at: Some(now_ms()),
+        expires_at: Some(expires_at),
+        last_failure: None,
+        created_at: now_ms(),
+        updated_at: now_ms(),
+    }
+}
+
+fn config(db: &Path) -> String {
+    format!(
+        "[registry]\npath = \"{}\"\nreconcile_interval = \"1s\"\n\n\
+         [api]\nlisten = \"127.0.0.1:8080\"\ntoken = \"{TOKEN}\"\n",
+        db.display()
+    )
+}
+
+fn routes(pin_dir: &Path) -> Result<HashMap<MapData, RouteKey, RouteValue>> {
+    let data = MapData::from_pin(pin_dir.join("ROUTES"))?;
+    Ok(HashMap::try_from(Map::from_map_data(data)?)?)
+}
+
+fn key(number: &str) -> Result<RouteKey> {
+    route_key(number).context("route key")
+}
+
+fn in_map(pin_dir: &Path, number: &str) -> Result<bool> {
+    Ok(routes(pin_dir)?.get(&key(number)?, 0).is_ok())
+}
+
+/// Polls the pinned map (every millisecond) until `number`'s presence is `want`;
+/// returns how long that took.
+fn wait_in_map(pin_dir: &Path, number: &str, want: bool, limit: Duration) -> Result<Duration> {
+    let map = routes(pin_dir)?;
+    let k = key(number)?;
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if map.get(&k, 0).is_ok() == want {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    bail!(
+        "{number} still {} ROUTES after {limit:?}",
+        if want { "missing from" } else { "in" }
+    )
+}
+
+/// The log without its ANSI colours.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `fastpath numbers ARGS` inside the gateway namespace, against its API on loopback.
+fn cli(topology: &Topology, args: &[&str]) -> Result<Output> {
+    let mut cmd = topology.command(Host::Gateway, [binary().as_os_str()]);
+    cmd.args([
+        "numbers",
+        "--api",
+        "http://127.0.0.1:8080",
+        "--token",
+        TOKEN,
+    ])
+    .args(args);
+    Ok(cmd.stdin(std::process::Stdio::null()).output()?)
+}
+
+fn cli_ok(topology: &Topology, args: &[&str]) -> Result<String> {
+    let out = cli(topology, args)?;
+    ensure!(
+        out.status.success(),
+        "fastpath numbers {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `calls` calls to `number` from the caller; how many reached the peer.
+fn calls_reaching_peer(topology: &Topology, number: &str, calls: u32) -> Result<u64> {
+    let uas = Uas::start(
+        topology,
+        Host::Peer,
+        IpAddr::V4(PEER_V4),
+        SIP_PORT,
+        calls,
+        Duration::from_secs(30),
+    )?;
+    uac_call(
+        topology,
+        Host::Caller,
+        IpAddr::V4(CALLER_V4),
+        SocketAddr::new(GW_CALLER_V4.into(), SIP_PORT),
+        number,
+        calls,
+        20,
+        Duration::from_secs(15),
+    )?;
+    Ok(uas.finish()?.calls_received)
+}
+
+#[test]
+fn revocation_expiry_and_drift_reach_the_pinned_map() -> Result<()> {
+    let topology = Topology::new("rg1")?;
+    topology.resolve_neighbors()?;
+    topology.gw_forward_drop_from_caller()?;
+    let dir = tempfile::tempdir()?;
+    let db: PathBuf = dir.path().join("registry.db");
+    // The expiring number lasts long enough for the daemon to start and calls to pass.
+    let expires_at = now_ms() + 15_000;
+    {
+        let mut store = SqliteStore::open(&db)?;
+        store.import(
+            &[
+                verified(REVOKED, i64::MAX),
+                verified(EXPIRING, expires_at),
+                verified(KEPT, i64::MAX),
+            ],
+            "fixture",
+        )?;
+    }
+    let gateway = Gateway::start(&topology, binary(), &config(&db))?;
+    let pin_dir = gateway.pin_dir().to_owned();
+    ensure!(
+        gateway
+            .log_text()
+            .contains("routes loaded from the registry"),
+        "{}",
+        gateway.log_text()
+    );
+    for n in [REVOKED, EXPIRING, KEPT] {
+        ensure!(in_map(&pin_dir, n)?, "{n} not loaded into ROUTES");
+    }
+
+    // Expiry first (it runs on the clock): calls pass before, the number leaves the map
+    // within a second of its expiry, and calls stop.
+    let left = expires_at - now_ms();
+    ensure!(
+        left > 8_000,
+        "the daemon took too long to start: {left} ms left before the expiry under test"
+    );
+    let before = calls_reaching_peer(&topology, EXPIRING, 2)?;
+    ensure!(
+        before == 2,
+        "{before} of 2 calls reached the peer before expiry"
+    );
+    let wait = u64::try_from(expires_at - now_ms()).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(wait));
+    let took = wait_in_map(&pin_dir, EXPIRING, false, Duration::from_secs(1))?;
+    eprintln!("expiry reached ROUTES {took:?} after the expiry time");
+    let after = calls_reaching_peer(&topology, EXPIRING, 2)?;
+    ensure!(after == 0, "{after} calls reached the peer after expiry");
+    let shown = cli_ok(&topology, &["show", EXPIRING])?;
+    ensure!(shown.contains("expired"), "{shown}");
+
+    // Before: calls to the registered number reach the peer through XDP.
+    let before = calls_reaching_peer(&topology, REVOKED, 3)?;
+    ensure!(
+        before == 3,
+        "{before} of 3 calls reached the peer before revocation"
+    );
+
+    // Revocation through the CLI: off the map within a second, and calls stop.
+    let out = cli_ok(&topology, &["revoke", REVOKED, "--reason", "e2e"])?;
+    ensure!(out.contains("revoked"), "{out}");
+    let took = wait_in_map(&pin_dir, REVOKED, false, Duration::from_secs(1))?;
+    eprintln!("revocation reached ROUTES in {took:?}");
+    let after = calls_reaching_peer(&topology, REVOKED, 3)?;
+    ensure!(
+        after == 0,
+        "{after} calls reached the peer after revocation"
+    );
+    ensure!(
+        in_map(&pin_dir, KEPT)?,
+        "revoking one number removed another"
+    );
+
+    // The CLI reports bad input with one line and a non-zero exit.
+    let out = cli(&topology, &["show", "alice"])?;
+    ensure!(!out.status.success(), "show alice succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("E.164") && err.lines().count() == 1, "{err}");
+    let out = cli(&topology, &["show", "15550100077"])?;
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("not registered"),
+        "{out:?}"
+    );
+    // Add, list, show through the CLI; a pending number is not routed.
+    cli_ok(
+        &topology,
+        &[
+            "add",
+            "+1 555 010 0004",
+            "--account",
+            "acme",
+            "--peer",
+            "198.51.100.2:5060",
+        ],
+    )?;
+    let list = cli_ok(&topology, &["list", "--account", "acme"])?;
+    ensure!(
+        list.contains("+15550100004") && list.contains("pending"),
+        "{list}"
+    );
+    ensure!(
+        !in_map(&pin_dir, "15550100004")?,
+        "a pending number is in ROUTES"
+    );
+    // Without a trunk the delivery fails, with the reason recorded on the number.
+    let out = cli(&topology, &["verify", "15550100004", "--method", "message"])?;
+    ensure!(
+        !out.status.success(),
+        "verification without a trunk succeeded"
+    );
+    let shown = cli_ok(&topology, &["show", "15550100004"])?;
+    ensure!(shown.contains("no SIP trunk"), "{shown}");
+
+    // Drift behind the daemon's back: a rogue route added, a real one deleted. The
+    // one-second reconcile repairs both.
+    {
+        let mut map = routes(&pin_dir)?;
+        map.insert(
+            key(ROGUE)?,
+            RouteValue {
+                peer_id: 0,
+                generation: 0,
+            },
+            0,
+        )?;
+        map.remove(&key(KEPT)?)?;
+    }
+    wait_in_map(&pin_dir, ROGUE, false, Duration::from_secs(5))?;
+    wait_in_map(&pin_dir, KEPT, true, Duration::from_secs(5))?;
+    // The map is repaired before the reconcile logs it.
+    let logged = Instant::now();
+    while !gateway.log_text().contains("reconcile repaired drift") {
+        ensure!(
+            logged.elapsed() < Duration::from_secs(5),
+            "no repair logged:\n{}",
+            gateway.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    gateway.stop()?;
+    Ok(())
+}
+
+/// A daemon killed with SIGKILL in the middle of a call load loses no call to a
+/// registered number: the pinned program keeps forwarding while no daemon runs, and the
+/// next daemon adopts the link and maps (and reconciles without rewriting them).
+#[test]
+fn daemon_sigkill_under_call_load_loses_no_registered_call() -> Result<()> {
+    const CALLS: u32 = 150;
+    const RATE: u32 = 25;
+    let topology = Topology::new("rg2")?;
+    topology.resolve_neighbors()?;
+    topology.gw_forward_drop_from_caller()?;
+    let dir = tempfile::tempdir()?;
+    let db: PathBuf = dir.path().join("registry.db");
+    SqliteStore::open(&db)?.import(&[verified(KEPT, i64::MAX)], "fixture")?;
+    let config = config(&db);
+    let first = Gateway::start(&topology, binary(), &config)?;
+
+    let uas = Uas::start(
+        &topology,
+        Host::Peer,
+        IpAddr::V4(PEER_V4),
+        SIP_PORT,
+        CALLS,
+        Duration::from_secs(60),
+    )?;
+    let (uac, second) = std::thread::scope(|scope| -> Result<_> {
+        let load = scope.spawn(|| {
+            uac_call(
+                &topology,
+                Host::Caller,
+                IpAddr::V4(CALLER_V4),
+                SocketAddr::new(GW_CALLER_V4.into(), SIP_PORT),
+                KEPT,
+                CALLS,
+                RATE,
+                Duration::from_secs(40),
+            )
+        });
+        // A third of the way into the load: crash, then a new daemon.
+        std::thread::sleep(Duration::from_secs(2));
+        first.kill()?;
+        let second = Gateway::start_with(&topology, binary(), &config, &[], false);
+        let uac = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("the UAC thread panicked"))?;
+        Ok((uac?, second?))
+    })?;
+    let received = uas.finish()?.calls_received;
+    ensure!(
+        second.log_text().contains("adopted the pinned XDP link"),
+        "{}",
+        second.log_text()
+    );
+    let log = plain(&second.log_text());
+    ensure!(
+        log.contains("routes loaded from the registry routes=1 added=0 changed=0 removed=0"),
+        "the new daemon rewrote routes on adoption:\n{log}"
+    );
+    ensure!(
+        uac.successful == u64::from(CALLS) && received == u64::from(CALLS),
+        "{} of {CALLS} calls answered, {received} reached the peer across the crash",
+        uac.successful
+    );
+    second.stop()?;
+    Ok(())
+}
