@@ -24,6 +24,29 @@ struct File {
     verification: Option<VerificationSection>,
     registry: Option<RegistrySection>,
     api: Option<ApiSection>,
+    #[serde(default)]
+    metrics: MetricsSection,
+}
+
+/// `[metrics]`: where Prometheus scrapes `/metrics`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    /// `"off"` turns the endpoint off.
+    #[serde(default = "default_metrics_listen")]
+    listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9477".into()
 }
 
 /// Ownership verification over the carrier trunk (optional).
@@ -177,6 +200,8 @@ pub struct Config {
     pub verification: Option<Verification>,
     pub registry: Option<RegistryConfig>,
     pub api: Option<ApiConfig>,
+    /// Where `/metrics` is served (`[metrics] listen`), unless turned off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where verification codes go out and missed calls come in.
@@ -274,6 +299,12 @@ impl Config {
             })
             .collect();
         let registry = file.registry.map(RegistrySection::validate).transpose()?;
+        let metrics_listen = match file.metrics.listen.as_str() {
+            "off" => None,
+            text => Some(text.parse().map_err(|_| {
+                anyhow::anyhow!("metrics.listen: '{text}' is neither an address:port nor \"off\"")
+            })?),
+        };
         let api = file.api.map(|a| ApiConfig {
             listen: a.listen,
             token: a.token,
@@ -290,6 +321,7 @@ impl Config {
             verification,
             registry,
             api,
+            metrics_listen,
         })
     }
 }
@@ -448,6 +480,7 @@ mod tests {
                 "registry.missed_call_number",
             ),
             ("[api]\ntoken = \"t\"", "api"),
+            ("[metrics]\nlisten = \"9100\"", "metrics.listen"),
             (
                 "[registry]\npath = \"r.db\"\n[api]\nlisten = \"nowhere\"",
                 "listen",

@@ -148,6 +148,22 @@ async fn daemon(
         maps::set_local_addrs(&pin_dir, &maps::local_addresses()?)?;
         tokio::spawn(refresh_local_addrs(pin_dir.clone()));
     }
+    if let Some(listen) = config.metrics_listen {
+        let metrics = fastpath::metrics::Metrics::new(pin_dir.clone())?;
+        if let Some(registry) = &_registry {
+            metrics.register_sync(registry.counters.clone())?;
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("metrics: cannot listen on {listen}"))?;
+        info!(addr = %listener.local_addr()?, "metrics at /metrics");
+        let metrics = std::sync::Arc::new(metrics);
+        tokio::spawn(async move {
+            if let Err(error) = fastpath::metrics::serve(listener, metrics).await {
+                warn!(error = format!("{error:#}"), "metrics endpoint stopped");
+            }
+        });
+    }
 
     let mut attachments = Vec::new();
     for iface in &ifaces {

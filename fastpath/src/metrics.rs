@@ -4,7 +4,11 @@
 //! Names follow Prometheus conventions: a `fastpath_` prefix, `_total` on counters, base
 //! units (`_bytes`, `_seconds`).
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+};
 
 use aya::maps::{Array, Map};
 use fastpath_common::{
@@ -40,6 +44,14 @@ impl Metrics {
     /// Where the daemon's parts register their metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The registry sync's state: routes and peers in the maps, updates, reconciles and the
+    /// drift they repaired.
+    pub fn register_sync(&self, counters: Arc<crate::sync::SyncCounters>) -> anyhow::Result<()> {
+        self.registry
+            .register(Box::new(SyncCollector::new(counters)?))?;
+        Ok(())
     }
 
     /// The text exposition format (version 0.0.4).
@@ -170,4 +182,106 @@ fn peer_label(peer: &PeerValue) -> String {
         _ => return "unknown".into(),
     };
     std::net::SocketAddr::new(ip, peer.port).to_string()
+}
+
+/// `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    use axum::{Router, http::header, routing::get};
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                // Reading the maps is a few thousand syscalls: off the async threads.
+                let text = tokio::task::spawn_blocking(move || metrics.render())
+                    .await
+                    .unwrap_or_default();
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+            }
+        }),
+    );
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// The sync's atomics, read at scrape time.
+struct SyncCollector {
+    counters: Arc<crate::sync::SyncCounters>,
+    routes: IntGauge,
+    peers: IntGauge,
+    updates: prometheus::IntCounter,
+    reconciles: prometheus::IntCounter,
+    repairs: prometheus::IntCounter,
+    descs: Vec<Desc>,
+}
+
+impl SyncCollector {
+    fn new(counters: Arc<crate::sync::SyncCounters>) -> anyhow::Result<Self> {
+        let routes = IntGauge::new(
+            "fastpath_routes",
+            "Numbers in the ROUTES map (registry and static).",
+        )?;
+        let peers = IntGauge::new("fastpath_peers", "Distinct peer paths the routes point at.")?;
+        let updates = prometheus::IntCounter::new(
+            "fastpath_sync_updates_total",
+            "Registry changes applied to the maps as they committed.",
+        )?;
+        let reconciles = prometheus::IntCounter::new(
+            "fastpath_sync_reconciles_total",
+            "Full comparisons of the maps with the registry.",
+        )?;
+        let repairs = prometheus::IntCounter::new(
+            "fastpath_sync_repairs_total",
+            "Map entries a reconcile found wrong (missing, stale or extra) and fixed.",
+        )?;
+        let descs = [
+            routes.desc(),
+            peers.desc(),
+            updates.desc(),
+            reconciles.desc(),
+            repairs.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        Ok(Self {
+            counters,
+            routes,
+            peers,
+            updates,
+            reconciles,
+            repairs,
+            descs,
+        })
+    }
+}
+
+impl Collector for SyncCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let c = &self.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        self.routes.set(load(&c.routes) as i64);
+        self.peers.set(load(&c.peers) as i64);
+        for (metric, value) in [
+            (&self.updates, load(&c.updates)),
+            (&self.reconciles, load(&c.reconciles)),
+            (&self.repairs, load(&c.repairs)),
+        ] {
+            metric.reset();
+            metric.inc_by(value);
+        }
+        [
+            self.routes.collect(),
+            self.peers.collect(),
+            self.updates.collect(),
+            self.reconciles.collect(),
+            self.repairs.collect(),
+        ]
+        .concat()
+    }
 }

@@ -68,6 +68,13 @@ fn calls_cross_the_gateway_in_xdp(prefix: &str, addrs: (IpAddr, IpAddr, IpAddr))
         &config(SocketAddr::new(addrs.2, SIP_PORT)),
     )?;
 
+    let metrics: SocketAddr = "127.0.0.1:9477".parse()?;
+    let before = gateway.http_get(metrics, "/metrics")?;
+    ensure!(
+        before.contains("fastpath_xdp_packets_total{outcome=\"hit\"} 0"),
+        "fresh daemon:\n{before}"
+    );
+
     let (answered, received) = place_calls(&topology, addrs, REGISTERED, CALLS)?;
     ensure!(
         answered == u64::from(CALLS),
@@ -101,6 +108,18 @@ fn calls_cross_the_gateway_in_xdp(prefix: &str, addrs: (IpAddr, IpAddr, IpAddr))
         gateway.counter("hit")? == hits,
         "an unregistered call was counted as a hit"
     );
+
+    // Prometheus sees the same: the counters moved with the calls, and the peer's traffic.
+    let after = gateway.http_get(metrics, "/metrics")?;
+    let peer = SocketAddr::new(addrs.2, SIP_PORT);
+    for line in [
+        format!("fastpath_xdp_packets_total{{outcome=\"hit\"}} {hits}"),
+        format!("fastpath_xdp_packets_total{{outcome=\"miss\"}} {misses}"),
+        format!("fastpath_xdp_peer_packets_total{{peer=\"{peer}\"}} {hits}"),
+    ] {
+        ensure!(after.lines().any(|l| l == line), "no `{line}` in\n{after}");
+    }
+    fastpath_tests::promtool_check_metrics(&after)?;
 
     let log = gateway.stop()?;
     ensure!(
