@@ -20,6 +20,12 @@ struct File {
     peers: Vec<PeerEntry>,
     #[serde(default)]
     routes: Vec<RouteEntry>,
+    #[serde(default)]
+    proxy: crate::proxy::settings::ProxySection,
+    #[serde(default)]
+    health: crate::proxy::settings::HealthSection,
+    #[serde(default)]
+    trunks: Vec<crate::proxy::settings::TrunkEntry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +76,8 @@ pub struct Config {
     /// Peer id (index into `PEERS`) is the position in this list.
     pub peers: Vec<Peer>,
     pub routes: Vec<Route>,
+    /// The userspace proxy: its addresses, the standard route's trunks, peer health.
+    pub proxy: crate::proxy::settings::ProxyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +154,8 @@ impl Config {
                 file.xdp.max_routes
             );
         }
+        let proxy =
+            crate::proxy::settings::ProxyConfig::validate(file.proxy, file.health, file.trunks)?;
         let peers = file
             .peers
             .into_iter()
@@ -159,6 +169,7 @@ impl Config {
             max_routes: file.xdp.max_routes,
             peers,
             routes,
+            proxy,
         })
     }
 }

@@ -2,6 +2,9 @@
 
 pub mod config;
 pub mod maps;
+pub mod proxy;
+pub mod routing;
+pub mod sip;
 pub mod stats;
 pub mod verify;
 pub mod xdp;

@@ -4,7 +4,13 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fastpath::{config::Config, maps, stats::Counters, xdp};
+use fastpath::{
+    config::Config,
+    maps,
+    proxy::{health::StateWriter, service as proxy_service},
+    stats::Counters,
+    xdp,
+};
 use fastpath_common::maps::PIN_DIR;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -21,8 +27,12 @@ enum Command {
     /// Load the XDP fast path, fill its routes from the config, and run until SIGTERM.
     Run {
         /// Interface to attach to (repeat for several; the fast path may redirect between them).
-        #[arg(long = "iface", required = true)]
+        #[arg(long = "iface", required_unless_present = "no_xdp")]
         ifaces: Vec<String>,
+        /// No XDP fast path: every call goes through the userspace proxy, with the same
+        /// routing decisions.
+        #[arg(long)]
+        no_xdp: bool,
         /// TOML configuration file (peers, static routes, SIP ports).
         #[arg(long, env = "FASTPATH_CONFIG")]
         config: PathBuf,
@@ -77,11 +87,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             keep_attached,
             xdp_mode,
             pin_dir,
+            no_xdp,
         } => {
             let config = Config::load(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
+            let ifaces = if no_xdp { Vec::new() } else { ifaces };
             runtime.block_on(daemon(ifaces, config, keep_attached, xdp_mode, pin_dir))
         }
         Command::Stats { pin_dir, json } => {
@@ -119,7 +131,68 @@ async fn daemon(
     mode: xdp::Mode,
     pin_dir: PathBuf,
 ) -> anyhow::Result<()> {
-    let mut ebpf = xdp::load(&pin_dir, config.max_routes)?;
+    let fast_path = if ifaces.is_empty() {
+        info!("--no-xdp: every call goes through the userspace proxy");
+        None
+    } else {
+        match start_fast_path(&ifaces, &config, mode, &pin_dir) {
+            Ok(fast_path) => Some(fast_path),
+            // The product must work on any Linux box: the proxy takes every call instead.
+            Err(error) => {
+                warn!(
+                    "XDP fast path unavailable, every call goes through the userspace proxy: {error:#}"
+                );
+                None
+            }
+        }
+    };
+    let writer: Option<StateWriter> = fast_path.as_ref().map(|_| {
+        let pin_dir = pin_dir.clone();
+        Box::new(move |id, up| maps::set_peer_state(&pin_dir, id, up)) as StateWriter
+    });
+    let proxy = proxy_service::start(&config, writer)?;
+    match (&fast_path, &proxy) {
+        (Some(_), _) => info!(pin_dir = %pin_dir.display(), "fast path running"),
+        (None, Some(_)) => info!("proxy running without the fast path"),
+        (None, None) => anyhow::bail!(
+            "neither the fast path nor the proxy runs: configure [proxy] listen addresses"
+        ),
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = interrupt.recv() => info!("SIGINT"),
+    }
+    if let Some(proxy) = proxy {
+        info!(counters = %proxy.counters.to_json(), "final proxy counters");
+        proxy.stop();
+    }
+    if let Some((_ebpf, attachments)) = fast_path {
+        if let Ok(counters) = Counters::read_pinned(&pin_dir) {
+            info!(counters = %counters.to_json(), "final counters");
+        }
+        for attachment in attachments {
+            if keep_attached {
+                attachment.keep();
+            } else {
+                attachment.detach()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the XDP program, fills its maps from the config and attaches it everywhere; on
+/// any failure, whatever was attached is detached again.
+fn start_fast_path(
+    ifaces: &[String],
+    config: &Config,
+    mode: xdp::Mode,
+    pin_dir: &std::path::Path,
+) -> anyhow::Result<(aya::Ebpf, Vec<xdp::Attachment>)> {
+    let mut ebpf = xdp::load(pin_dir, config.max_routes)?;
     match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => {
             tokio::spawn(forward_ebpf_logs(logger));
@@ -127,7 +200,7 @@ async fn daemon(
         Err(error) => warn!(%error, "eBPF logs unavailable"),
     }
     let generation = now_generation();
-    let report = maps::apply_config(&mut ebpf, &config, generation)?;
+    let report = maps::apply_config(&mut ebpf, config, generation)?;
     info!(
         routes = report.routes,
         removed = report.removed,
@@ -136,32 +209,23 @@ async fn daemon(
     );
 
     let mut attachments = Vec::new();
-    for iface in &ifaces {
-        let attachment = xdp::attach(&mut ebpf, iface, mode, &pin_dir)?;
-        info!(iface, ifindex = attachment.ifindex, mode = ?attachment.mode, "attached");
-        attachments.push(attachment);
+    for iface in ifaces {
+        match xdp::attach(&mut ebpf, iface, mode, pin_dir) {
+            Ok(attachment) => {
+                info!(iface, ifindex = attachment.ifindex, mode = ?attachment.mode, "attached");
+                attachments.push(attachment);
+            }
+            Err(error) => {
+                for attachment in attachments {
+                    let _ = attachment.detach();
+                }
+                return Err(error);
+            }
+        }
     }
     let ifindexes: Vec<u32> = attachments.iter().map(|a| a.ifindex).collect();
     maps::set_egress(&mut ebpf, &ifindexes)?;
-    info!(pin_dir = %pin_dir.display(), "fast path running");
-
-    let mut term = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = interrupt.recv() => info!("SIGINT"),
-    }
-    if let Ok(counters) = Counters::read_pinned(&pin_dir) {
-        info!(counters = %counters.to_json(), "final counters");
-    }
-    for attachment in attachments {
-        if keep_attached {
-            attachment.keep();
-        } else {
-            attachment.detach()?;
-        }
-    }
-    Ok(())
+    Ok((ebpf, attachments))
 }
 
 /// Generations only need to differ between daemon runs.

@@ -132,3 +132,15 @@ pub fn open_pinned(pin_dir: &std::path::Path, name: &str) -> anyhow::Result<MapD
     MapData::from_pin(&path)
         .with_context(|| format!("cannot open {} (is `fastpath run` loaded?)", path.display()))
 }
+
+/// Sets one peer's up/down state in the pinned `PEERS` map (health checks call this), so
+/// that the XDP program passes a down peer's calls on to the proxy.
+pub fn set_peer_state(pin_dir: &std::path::Path, id: u32, up: bool) -> anyhow::Result<()> {
+    let data = open_pinned(pin_dir, maps::PEERS)?;
+    let mut peers: Array<_, PeerValue> = Array::try_from(aya::maps::Map::Array(data))?;
+    let mut value = peers.get(&id, 0)?;
+    value.state = if up { PEER_UP } else { maps::PEER_DOWN };
+    peers
+        .set(id, value, 0)
+        .with_context(|| format!("writing PEERS[{id}]"))
+}

@@ -1,0 +1,460 @@
+//! The proxy's datagram loop: per core one thread, per address one SO_REUSEPORT socket
+//! each, `recvmmsg` / `sendmmsg` in batches, buffers reused, no allocation per datagram.
+//!
+//! Plain threads rather than tokio tasks: tokio's UDP socket has no batched receive or
+//! send, and a syscall per datagram is what would cap the proxy. The control plane
+//! (health, trunk sweeps, signals) stays on tokio.
+
+use std::{
+    collections::HashMap,
+    io,
+    mem::{MaybeUninit, size_of, zeroed},
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd, IntoRawFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+};
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tracing::{debug, warn};
+
+use super::{
+    Action, Egress, Inbound, Proxy, ProxyCounters, Tally,
+    core::{MAX_DATAGRAM, MAX_SEND},
+    counters::ProxyCounter,
+};
+
+/// Datagrams per `recvmmsg` / `sendmmsg`.
+const BATCH: usize = 32;
+/// Socket buffers: room for bursts while a worker is busy with a batch.
+const SOCKET_BUFFER: usize = 8 << 20;
+/// How often a blocked worker wakes to see whether it should stop.
+const POLL_MS: i32 = 200;
+
+/// The running workers; dropping it stops and joins them.
+pub struct Workers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Binds `workers` sockets per local address and starts one thread per worker.
+    pub fn start(
+        proxy: Arc<Proxy>,
+        counters: Arc<ProxyCounters>,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut per_worker: Vec<Vec<UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+        for &addr in proxy.locals() {
+            for sockets in per_worker.iter_mut() {
+                sockets.push(bind(addr).with_context(|| format!("binding the proxy to {addr}"))?);
+            }
+        }
+        let mut threads = Vec::with_capacity(workers);
+        for (i, sockets) in per_worker.into_iter().enumerate() {
+            let proxy = Arc::clone(&proxy);
+            let counters = Arc::clone(&counters);
+            let stop = Arc::clone(&stop);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("proxy-{i}"))
+                    .spawn(move || Worker::new(proxy, counters, sockets).run(&stop))
+                    .context("starting a proxy thread")?,
+            );
+        }
+        Ok(Self { stop, threads })
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    // ICMP errors (a trunk's port unreachable) are queued for us to read with MSG_ERRQUEUE.
+    let (level, name) = if addr.is_ipv6() {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_RECVERR)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd and a c_int option of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Safe conversion through the raw fd keeps socket2 out of the worker's types.
+    // SAFETY: the fd is owned and valid; ownership moves into the UdpSocket.
+    Ok(unsafe { UdpSocket::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// Learns, per destination, which of our addresses the kernel would send from, by asking
+/// it once (a connected probe socket) and caching the answer.
+struct RouteCache {
+    locals: Vec<SocketAddr>,
+    cache: HashMap<IpAddr, Option<usize>>,
+}
+
+impl RouteCache {
+    const MAX: usize = 4096;
+}
+
+impl Egress for RouteCache {
+    fn local_for(&mut self, dest: SocketAddr) -> Option<usize> {
+        if let Some(&hit) = self.cache.get(&dest.ip()) {
+            return hit;
+        }
+        let source = probe_source(dest).ok();
+        let same_family = |l: &SocketAddr| l.is_ipv4() == dest.is_ipv4();
+        let index = source
+            .and_then(|ip| self.locals.iter().position(|l| l.ip() == ip))
+            .or_else(|| self.locals.iter().position(same_family));
+        if self.cache.len() >= Self::MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(dest.ip(), index);
+        index
+    }
+}
+
+fn probe_source(dest: SocketAddr) -> io::Result<IpAddr> {
+    let any: SocketAddr = if dest.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = UdpSocket::bind(any)?;
+    probe.connect(dest)?; // no packet is sent: connect only picks the route
+    Ok(probe.local_addr()?.ip())
+}
+
+struct Worker {
+    proxy: Arc<Proxy>,
+    counters: Arc<ProxyCounters>,
+    sockets: Vec<UdpSocket>,
+    egress: RouteCache,
+    tally: Tally,
+    recv: Batch,
+    outs: Vec<Vec<u8>>,
+    /// Per datagram of the batch: which socket sends it, and to where.
+    sends: Vec<(usize, SocketAddr)>,
+}
+
+impl Worker {
+    fn new(proxy: Arc<Proxy>, counters: Arc<ProxyCounters>, sockets: Vec<UdpSocket>) -> Self {
+        let locals = proxy.locals().to_vec();
+        Self {
+            proxy,
+            counters,
+            sockets,
+            egress: RouteCache {
+                locals,
+                cache: HashMap::new(),
+            },
+            tally: Tally::default(),
+            recv: Batch::new(),
+            outs: (0..BATCH).map(|_| Vec::with_capacity(MAX_DATAGRAM + 1024)).collect(),
+            sends: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        let mut fds: Vec<libc::pollfd> = self
+            .sockets
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: fds is a valid array of pollfd of the length passed.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
+            if ready <= 0 {
+                continue;
+            }
+            for i in 0..fds.len() {
+                if fds[i].revents & libc::POLLERR != 0 {
+                    self.unreachable(i);
+                }
+                if fds[i].revents & libc::POLLIN != 0 {
+                    self.drain(i);
+                }
+            }
+        }
+    }
+
+    /// Reads socket `i` until it is empty (bounded: a full batch at a time).
+    fn drain(&mut self, i: usize) {
+        loop {
+            let n = match self.recv.receive(&self.sockets[i]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    self.unreachable(i);
+                    continue;
+                }
+                Err(e) => {
+                    debug!(error = %e, "recvmmsg");
+                    return;
+                }
+            };
+            self.process(i, n);
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    fn process(&mut self, socket: usize, n: usize) {
+        let now = self.proxy.trunks().now();
+        self.sends.clear();
+        for k in 0..n {
+            let Some(src) = self.recv.source(k) else {
+                continue;
+            };
+            let (data, truncated) = self.recv.data(k);
+            let input = Inbound {
+                data,
+                src,
+                truncated,
+            };
+            let out = &mut self.outs[self.sends.len()];
+            match self
+                .proxy
+                .handle(&input, now, &mut self.egress, out, &mut self.tally)
+            {
+                Action::Forward { to, local } => self.sends.push((local, to)),
+                Action::Reply { to } => self.sends.push((socket, to)),
+                Action::Drop(why) => debug!(%src, why, "dropped"),
+            }
+        }
+        self.flush();
+        self.counters.absorb(&mut self.tally);
+    }
+
+    /// Sends the batch's datagrams, one `sendmmsg` per socket.
+    fn flush(&mut self) {
+        for s in 0..self.sockets.len() {
+            let mut addrs: [MaybeUninit<SockAddr>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+            let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH];
+            // SAFETY: mmsghdr is a plain C struct; zero is a valid empty value.
+            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+            let mut count = 0;
+            for (k, &(local, to)) in self.sends.iter().enumerate() {
+                if local != s || self.outs[k].len() > MAX_SEND {
+                    continue;
+                }
+                let addr = addrs[count].write(SockAddr::from(to));
+                iovs[count] = libc::iovec {
+                    iov_base: self.outs[k].as_mut_ptr().cast(),
+                    iov_len: self.outs[k].len(),
+                };
+                hdrs[count].msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+                hdrs[count].msg_hdr.msg_namelen = addr.len();
+                hdrs[count].msg_hdr.msg_iov = &mut iovs[count];
+                hdrs[count].msg_hdr.msg_iovlen = 1;
+                count += 1;
+            }
+            let fd = self.sockets[s].as_raw_fd();
+            let mut sent = 0;
+            while sent < count {
+                // SAFETY: hdrs[sent..count] point at live iovecs, buffers and addresses.
+                let r = unsafe {
+                    libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (count - sent) as u32, 0)
+                };
+                if r <= 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if e.kind() == io::ErrorKind::ConnectionRefused {
+                        self.unreachable(s);
+                        continue;
+                    }
+                    // Skip the datagram the kernel refused and go on with the rest.
+                    self.tally.bump(ProxyCounter::SendErrors);
+                    debug!(error = %e, "sendmmsg");
+                    sent += 1;
+                    continue;
+                }
+                sent += r as usize;
+            }
+            for addr in &mut addrs[..count] {
+                // SAFETY: the first `count` were written above.
+                unsafe { addr.assume_init_drop() };
+            }
+        }
+    }
+
+    /// ICMP errors came back on socket `i`: the error queue says for which destinations.
+    fn unreachable(&mut self, i: usize) {
+        // Bounded: whatever is left raises POLLERR again on the next poll.
+        for _ in 0..BATCH {
+            if !self.read_error(i) {
+                return;
+            }
+        }
+    }
+
+    /// One entry of the error queue; false when it is empty.
+    fn read_error(&mut self, i: usize) -> bool {
+        let fd = self.sockets[i].as_raw_fd();
+        let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+        let mut control = [0u8; 256];
+        let mut buf = [0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain C; zeroed is empty.
+        let mut hdr: libc::msghdr = unsafe { zeroed() };
+        hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+        hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = control.len();
+        // SAFETY: all pointers in hdr are valid for the call.
+        let r = unsafe { libc::recvmsg(fd, &mut hdr, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+        if r < 0 {
+            return false;
+        }
+        if let Some(dest) = socket_addr(&name, hdr.msg_namelen) {
+            warn!(%dest, "ICMP unreachable");
+            let now = self.proxy.trunks().now();
+            self.proxy.trunks().unreachable(dest, now);
+        }
+        true
+    }
+}
+
+/// Receive buffers and headers for one `recvmmsg`.
+struct Batch {
+    bufs: Vec<Vec<u8>>,
+    iovs: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_storage>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers inside point into the Batch's own heap buffers, which move
+// with it; it is only used by the one thread that owns it.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    fn new() -> Self {
+        let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
+        let iovs = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: plain C structs, zero is empty.
+        let names = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+        let hdrs = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+        Self {
+            bufs,
+            iovs,
+            names,
+            hdrs,
+        }
+    }
+
+    fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        for k in 0..BATCH {
+            let h = &mut self.hdrs[k].msg_hdr;
+            h.msg_name = (&mut self.names[k] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_iov = &mut self.iovs[k];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            self.hdrs[k].msg_len = 0;
+        }
+        // SAFETY: every header points at this batch's live buffers.
+        let r = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+
+    fn source(&self, k: usize) -> Option<SocketAddr> {
+        socket_addr(&self.names[k], self.hdrs[k].msg_hdr.msg_namelen)
+    }
+
+    fn data(&self, k: usize) -> (&[u8], bool) {
+        let len = (self.hdrs[k].msg_len as usize).min(MAX_DATAGRAM);
+        let truncated = self.hdrs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        (&self.bufs[k][..len], truncated)
+    }
+}
+
+/// The address the kernel wrote into `storage` (`len` bytes), if IPv4 or IPv6.
+fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says it is a sockaddr_in, and storage is large enough.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, a sockaddr_in6.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
+        }
+        _ => None,
+    }
+}
