@@ -177,6 +177,9 @@ fn common_args(
             "-timeout",
             &format!("{secs}s"),
             "-nd",
+            // Answer OPTIONS (the gateway's health checks) with 200 instead of taking them
+            // for a new call.
+            "-aa",
             "-nostdin",
             "-trace_stat",
             "-stf",

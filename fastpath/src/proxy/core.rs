@@ -37,9 +37,14 @@ const DEFAULT_MAX_FORWARDS: &[u8] = b"70";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send `out` to `to` from our local address number `local`.
-    Forward { to: SocketAddr, local: usize },
+    Forward {
+        to: SocketAddr,
+        local: usize,
+    },
     /// Send `out` (our own response) back to `to` from the socket it came in on.
-    Reply { to: SocketAddr },
+    Reply {
+        to: SocketAddr,
+    },
     Drop(&'static str),
 }
 
@@ -418,7 +423,13 @@ fn top_received(
 }
 
 /// Start line, our Via, the header fields as they came but for the edits, the body.
-fn write_request(msg: &Message, local: SocketAddr, branch: &[u8], edits: &Edits, out: &mut Vec<u8>) {
+fn write_request(
+    msg: &Message,
+    local: SocketAddr,
+    branch: &[u8],
+    edits: &Edits,
+    out: &mut Vec<u8>,
+) {
     let buf = msg.buf;
     out.extend_from_slice(msg.start_line.of(buf));
     out.extend_from_slice(b"Via: SIP/2.0/UDP ");

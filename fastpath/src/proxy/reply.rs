@@ -7,7 +7,13 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::sip::{Message, tag_of};
 
-pub fn write(msg: &Message, status: u16, reason: &str, retry_after: Option<u32>, out: &mut Vec<u8>) {
+pub fn write(
+    msg: &Message,
+    status: u16,
+    reason: &str,
+    retry_after: Option<u32>,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     let _ = write!(out, "SIP/2.0 {status} {reason}\r\n");
     for field in msg.via_fields() {

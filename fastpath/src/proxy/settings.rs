@@ -134,10 +134,7 @@ impl ProxyConfig {
             proxy.trunk_retry_max_ms >= proxy.trunk_retry_ms,
             "proxy.trunk_retry_max_ms: at least proxy.trunk_retry_ms"
         );
-        ensure!(
-            health.interval_ms >= 10,
-            "health.interval_ms: at least 10"
-        );
+        ensure!(health.interval_ms >= 10, "health.interval_ms: at least 10");
         ensure!(health.misses >= 1, "health.misses: at least 1");
         let mut out = Vec::with_capacity(trunks.len());
         for (i, t) in trunks.into_iter().enumerate() {

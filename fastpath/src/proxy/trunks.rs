@@ -39,9 +39,14 @@ struct TrunkState {
 /// Which trunk takes a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
-    Trunk { index: usize, address: SocketAddr },
+    Trunk {
+        index: usize,
+        address: SocketAddr,
+    },
     /// Every trunk is out; the earliest comes back in this many seconds.
-    AllDown { retry_after_s: u32 },
+    AllDown {
+        retry_after_s: u32,
+    },
     NoTrunks,
 }
 
@@ -143,9 +148,7 @@ impl Trunks {
     /// An INVITE went to trunk `index`: start its response clock unless one is running.
     pub fn invite_sent(&self, index: usize, now: Millis) {
         if let Some(s) = self.state.get(index) {
-            let _ = s
-                .pending_since
-                .compare_exchange(0, now, Relaxed, Relaxed);
+            let _ = s.pending_since.compare_exchange(0, now, Relaxed, Relaxed);
         }
     }
 

@@ -188,7 +188,9 @@ impl Worker {
             },
             tally: Tally::default(),
             recv: Batch::new(),
-            outs: (0..BATCH).map(|_| Vec::with_capacity(MAX_DATAGRAM + 1024)).collect(),
+            outs: (0..BATCH)
+                .map(|_| Vec::with_capacity(MAX_DATAGRAM + 1024))
+                .collect(),
             sends: Vec::with_capacity(BATCH),
         }
     }
@@ -272,7 +274,8 @@ impl Worker {
     /// Sends the batch's datagrams, one `sendmmsg` per socket.
     fn flush(&mut self) {
         for s in 0..self.sockets.len() {
-            let mut addrs: [MaybeUninit<SockAddr>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+            let mut addrs: [MaybeUninit<SockAddr>; BATCH] =
+                [const { MaybeUninit::uninit() }; BATCH];
             let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
@@ -445,13 +448,16 @@ fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option
     match libc::c_int::from(storage.ss_family) {
         libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says it is a sockaddr_in, and storage is large enough.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let a =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
             Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
         }
         libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, a sockaddr_in6.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let a = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
             Some(SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
         }

@@ -24,7 +24,10 @@ pub(crate) fn eq_fold(a: &[u8], b: &[u8]) -> bool {
 pub(crate) fn trim(bytes: &[u8]) -> &[u8] {
     let is_ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
     let start = bytes.iter().position(|c| !is_ws(c)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|c| !is_ws(c)).map_or(start, |i| i + 1);
+    let end = bytes
+        .iter()
+        .rposition(|c| !is_ws(c))
+        .map_or(start, |i| i + 1);
     &bytes[start..end.max(start)]
 }
 

@@ -29,7 +29,10 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Parses one Via value; `None` if it is malformed.
     pub fn parse(value: &'a [u8]) -> Option<Self> {
-        let mut cur = Cursor { text: value, pos: 0 };
+        let mut cur = Cursor {
+            text: value,
+            pos: 0,
+        };
         cur.ws();
         if !eq_fold(cur.token()?, b"SIP") {
             return None;
