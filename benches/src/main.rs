@@ -20,6 +20,7 @@
 //! must show exactly one expected outcome per timed run, or the benchmark fails.
 
 mod frames;
+mod proxy;
 mod rawbpf;
 
 use std::{
@@ -73,6 +74,15 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 31,
           value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Skip the XDP per-packet benchmark.
+    #[arg(long)]
+    skip_xdp: bool,
+    /// Skip the userspace proxy throughput benchmark (`proxy_invites_per_s`).
+    #[arg(long)]
+    skip_proxy: bool,
+    /// Skip Kamailio in the proxy benchmark.
+    #[arg(long)]
+    skip_kamailio: bool,
 }
 
 /// Removes the benchmark's pin directory (maps pinned by `fastpath::xdp::load`).
@@ -128,6 +138,31 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
     }
+    let started = Instant::now();
+    let mut results = Vec::new();
+    if !args.skip_xdp {
+        results.extend(xdp_bench(&args)?);
+    }
+    if !args.skip_proxy {
+        check_stop()?;
+        let prefix = "pxb";
+        for (name, value, unit) in proxy::run(prefix, proxy::Plan::FULL, !args.skip_kamailio)? {
+            println!("{name:<40} {value:>14.0} {unit}");
+            results.push(serde_json::json!({"name": name, "value": value, "unit": unit}));
+        }
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "results": results });
+        std::fs::write(path, format!("{doc:#}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The XDP per-packet benchmark; its JSON rows.
+fn xdp_bench(args: &Args) -> anyhow::Result<Vec<serde_json::Value>> {
     // Declared first, dropped last: the namespaces outlive everything that uses them.
     let prefix = topology_prefix();
     eprintln!("building topology {prefix:?}...");
@@ -152,21 +187,14 @@ fn main() -> anyhow::Result<()> {
         std::process::id()
     )));
 
-    let started = Instant::now();
     let report = std::thread::scope(|scope| {
         scope
-            .spawn(|| bench(&args, &topo, &pin.0))
+            .spawn(|| bench(args, &topo, &pin.0))
             .join()
             .map_err(|_| anyhow!("benchmark thread panicked"))
     })??;
-    report.print(&args);
-    if let Some(path) = &args.json {
-        std::fs::write(path, report.json())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(())
+    report.print(args);
+    Ok(report.json())
 }
 
 /// One kind of packet, and how to run it.
@@ -499,7 +527,7 @@ impl Report {
         }
     }
 
-    fn json(&self) -> String {
+    fn json(&self) -> Vec<serde_json::Value> {
         let mut results = Vec::new();
         let mut all_drop = Vec::new();
         for (label, _, paths) in &self.sizes {
@@ -520,8 +548,7 @@ impl Report {
         for (label, _, secs) in &self.fills {
             results.push(serde_json::json!({"name": format!("routes_fill_{label}_s"), "value": secs, "unit": "s"}));
         }
-        let doc = serde_json::json!({ "results": results });
-        format!("{doc:#}\n")
+        results
     }
 }
 
