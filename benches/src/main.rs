@@ -80,6 +80,10 @@ struct Args {
     /// Skip the userspace proxy throughput benchmark (`proxy_invites_per_s`).
     #[arg(long)]
     skip_proxy: bool,
+    /// Interleaved rounds of the proxy benchmark (best of each target is reported).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=10))]
+    proxy_rounds: u32,
     /// Skip Kamailio in the proxy benchmark.
     #[arg(long)]
     skip_kamailio: bool,
@@ -146,7 +150,12 @@ fn main() -> anyhow::Result<()> {
     if !args.skip_proxy {
         check_stop()?;
         let prefix = "pxb";
-        for (name, value, unit) in proxy::run(prefix, proxy::Plan::FULL, !args.skip_kamailio)? {
+        for (name, value, unit) in proxy::run(
+            prefix,
+            proxy::Plan::FULL,
+            !args.skip_kamailio,
+            args.proxy_rounds,
+        )? {
             println!("{name:<40} {value:>14.0} {unit}");
             results.push(serde_json::json!({"name": name, "value": value, "unit": unit}));
         }

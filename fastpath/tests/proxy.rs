@@ -543,3 +543,52 @@ fn peer_down_falls_back_to_the_trunk_and_comes_back() -> Result<()> {
     ensure!(log.contains("health_peer_up_total\":1"), "{log}");
     Ok(())
 }
+
+/// A call given up while it rings: the CANCEL follows its INVITE (to the peer for a
+/// registered number, to the trunk otherwise), its 200 and the INVITE's 487 come back,
+/// and the ACK reaches the callee.
+#[test]
+fn cancel_during_ringing_follows_the_invite() -> Result<()> {
+    use fastpath_tests::sipp::{UAC_CANCEL_SCENARIO, UAS_CANCEL_SCENARIO, uac_call_scenario};
+    let topology = Topology::new("px7")?;
+    let config = config(sip(PEER_V4), &[(sip(CARRIER_V4), 0)], "");
+    let gateway = Gateway::start_with(&topology, binary(), &config, &["--no-xdp"], true)?;
+    let wait = Duration::from_secs(30);
+    for (number, callee) in [(REGISTERED, Host::Peer), (UNREGISTERED, Host::Carrier)] {
+        let ip: IpAddr = if callee == Host::Peer {
+            PEER_V4.into()
+        } else {
+            CARRIER_V4.into()
+        };
+        let uas = Uas::start_scenario(
+            &topology,
+            callee,
+            ip,
+            SIP_PORT,
+            2,
+            wait,
+            UAS_CANCEL_SCENARIO,
+        )?;
+        let uac = uac_call_scenario(
+            &topology,
+            Host::Caller,
+            CALLER_V4.into(),
+            sip(GW_CALLER_V4),
+            number,
+            2,
+            10,
+            Duration::from_secs(20),
+            UAC_CANCEL_SCENARIO,
+        )?;
+        let uas = uas.finish()?;
+        ensure!(
+            uac.successful == 2 && uas.successful == 2,
+            "{number}: caller completed {}, callee {:?}\n{}",
+            uac.successful,
+            uas,
+            gateway.log_text()
+        );
+    }
+    gateway.stop()?;
+    Ok(())
+}

@@ -64,6 +64,8 @@ pub enum NextHop {
 
 pub struct Proxy {
     locals: Vec<SocketAddr>,
+    /// `locals` as written in our Via (formatted once, not per request).
+    sent_by: Vec<String>,
     table: Arc<RouteTable>,
     trunks: Arc<Trunks>,
     health: Arc<PeerHealth>,
@@ -85,6 +87,7 @@ impl Proxy {
         health: Arc<PeerHealth>,
     ) -> Self {
         Self {
+            sent_by: locals.iter().map(ToString::to_string).collect(),
             locals,
             table,
             trunks,
@@ -183,7 +186,9 @@ impl Proxy {
 
         let (by_route, pop_route) = match self.route_header_hop(msg) {
             Ok(hop) => hop,
-            Err(reason) => return answer(400, reason, out),
+            Err(RouteError::Malformed) => return answer(400, "Malformed Route", out),
+            // Well formed, but the gateway does no DNS and sends nowhere but unicast.
+            Err(RouteError::Unusable) => return answer(502, "Unusable Route Host", out),
         };
         let next = match by_route {
             Some(hop) => hop,
@@ -213,7 +218,7 @@ impl Proxy {
             max_forwards: msg.max_forwards.map(|(f, n)| (f, n - 1)),
             pop_route,
         };
-        write_request(msg, self.locals[local], &branch, &edits, out);
+        write_request(msg, &self.sent_by[local], &branch, &edits, out);
         if out.len() > MAX_SEND {
             return answer(513, "Message Too Large", out);
         }
@@ -257,7 +262,7 @@ impl Proxy {
     fn route_header_hop(
         &self,
         msg: &Message,
-    ) -> Result<(Option<NextHop>, Option<RoutePop>), &'static str> {
+    ) -> Result<(Option<NextHop>, Option<RoutePop>), RouteError> {
         let fields = msg.route_fields();
         let Some(first) = fields.first() else {
             return Ok((None, None));
@@ -266,7 +271,7 @@ impl Proxy {
         let Some((_, top, top_end)) = values.next() else {
             return Ok((None, None));
         };
-        let top_addr = route_addr(top).ok_or("Malformed Route")?;
+        let top_addr = route_addr(top).ok_or(RouteError::Malformed)?;
         let (pop, next) = if top_addr.is_some_and(|a| self.is_local(a)) {
             let pop = RoutePop {
                 field: *first,
@@ -290,8 +295,9 @@ impl Proxy {
             return Ok((None, pop));
         };
         let addr = route_addr(next)
-            .ok_or("Malformed Route")?
-            .ok_or("Route host is not an IP address")?;
+            .ok_or(RouteError::Malformed)?
+            .filter(|a| is_unicast(a.ip()))
+            .ok_or(RouteError::Unusable)?;
         Ok((Some(NextHop::Route(addr)), pop))
     }
 
@@ -302,9 +308,16 @@ impl Proxy {
     /// Loop detection (RFC 3261 §16.3 item 4): a Via of ours whose branch carries the
     /// same loop hash means this very request passed here before unchanged.
     fn seen_before(&self, msg: &Message, loop_hash: u32) -> bool {
+        // Cheap test first: without our branch prefix anywhere there is no Via of ours.
+        let headers = &msg.buf[msg.start_line.end..msg.headers_end];
+        static OURS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(BRANCH_PREFIX));
+        if OURS.find(headers).is_none() {
+            return false;
+        }
         let mut tail = [0u8; 8];
         hex32(loop_hash, &mut tail);
-        msg.via_fields().iter().any(|field| {
+        msg.all_via_fields().any(|field| {
             ViaValues::new(field.value.of(msg.buf)).any(|(_, value, _)| {
                 Via::parse(value).is_some_and(|via| {
                     via.branch.starts_with(BRANCH_PREFIX)
@@ -353,6 +366,7 @@ impl Proxy {
         let Some(target) = next_value
             .and_then(Via::parse)
             .and_then(|v| v.response_target())
+            .filter(|t| is_unicast(t.ip()))
         else {
             return Action::Drop("no usable Via below ours");
         };
@@ -382,6 +396,21 @@ impl Proxy {
         out.extend_from_slice(&msg.buf[cut_end..msg.body.end]);
         Action::Forward { to: target, local }
     }
+}
+
+enum RouteError {
+    Malformed,
+    /// A host name (no DNS here) or an address that is not unicast.
+    Unusable,
+}
+
+/// Whether the proxy may send to `ip`: never loopback, wildcard, multicast or broadcast,
+/// whatever a message says.
+fn is_unicast(ip: IpAddr) -> bool {
+    !ip.is_loopback()
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && ip != IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
 }
 
 /// A Route value of ours to remove: the field, and where our value ends in it.
@@ -423,17 +452,11 @@ fn top_received(
 }
 
 /// Start line, our Via, the header fields as they came but for the edits, the body.
-fn write_request(
-    msg: &Message,
-    local: SocketAddr,
-    branch: &[u8],
-    edits: &Edits,
-    out: &mut Vec<u8>,
-) {
+fn write_request(msg: &Message, sent_by: &str, branch: &[u8], edits: &Edits, out: &mut Vec<u8>) {
     let buf = msg.buf;
     out.extend_from_slice(msg.start_line.of(buf));
     out.extend_from_slice(b"Via: SIP/2.0/UDP ");
-    let _ = write!(out, "{local}");
+    out.extend_from_slice(sent_by.as_bytes());
     out.extend_from_slice(b";branch=");
     out.extend_from_slice(branch);
     out.extend_from_slice(b"\r\n");
@@ -481,9 +504,7 @@ fn write_request(
             Insert::Received(ip) => {
                 let _ = write!(out, ";received={ip}");
             }
-            Insert::Number(v) => {
-                let _ = write!(out, "{v}");
-            }
+            Insert::Number(v) => write_decimal(v, out),
         }
         pos = end;
     }
@@ -494,6 +515,21 @@ fn write_request(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(&buf[msg.headers_end..msg.body.end]);
+}
+
+/// `v` in decimal, without the formatting machinery (this runs per request).
+fn write_decimal(mut v: u32, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[derive(Clone, Copy, Debug)]

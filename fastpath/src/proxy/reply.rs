@@ -16,7 +16,7 @@ pub fn write(
 ) {
     out.clear();
     let _ = write!(out, "SIP/2.0 {status} {reason}\r\n");
-    for field in msg.via_fields() {
+    for field in msg.all_via_fields() {
         out.extend_from_slice(b"Via: ");
         out.extend_from_slice(field.value.of(msg.buf));
         out.extend_from_slice(b"\r\n");

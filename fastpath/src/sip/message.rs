@@ -33,9 +33,9 @@ pub enum Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParseError(pub &'static str);
 
-/// More Via fields than this: answered 483 (no real path has that many hops; Max-Forwards
-/// starts at 70 and one Via field often carries several values).
-pub const MAX_VIA_FIELDS: usize = 32;
+/// Via fields remembered while parsing (the top ones route responses); the rest are read
+/// again only when needed (loop detection, our own responses).
+pub const TOP_VIA_FIELDS: usize = 4;
 
 /// Route fields remembered: enough to pop ours and find the next one.
 pub const MAX_ROUTE_FIELDS: usize = 4;
@@ -49,7 +49,7 @@ pub struct Message<'a> {
     pub kind: Kind,
     /// The start line with its line end.
     pub start_line: Span,
-    vias: [Field; MAX_VIA_FIELDS],
+    vias: [Field; TOP_VIA_FIELDS],
     via_fields: usize,
     pub max_forwards: Option<(Field, u32)>,
     routes: [Field; MAX_ROUTE_FIELDS],
@@ -83,7 +83,7 @@ impl<'a> Message<'a> {
                 start: begin,
                 end: next,
             },
-            vias: [Field::default(); MAX_VIA_FIELDS],
+            vias: [Field::default(); TOP_VIA_FIELDS],
             via_fields: 0,
             max_forwards: None,
             routes: [Field::default(); MAX_ROUTE_FIELDS],
@@ -172,52 +172,31 @@ impl<'a> Message<'a> {
     }
 
     /// Header fields from `pos` to the empty line.
-    fn headers(&mut self, mut pos: usize) -> Result<(), ParseError> {
+    fn headers(&mut self, pos: usize) -> Result<(), ParseError> {
         let mut content_length: Option<usize> = None;
-        loop {
-            let Some((line, mut next)) = line_at(self.buf, pos) else {
-                // Datagram ends without the empty line.
-                if pos < self.buf.len() {
-                    self.fail(400, "Header section not terminated");
-                } else {
-                    self.fail(400, "Missing empty line after the headers");
-                }
-                self.headers_end = self.buf.len();
-                break;
-            };
-            if line.start == line.end {
-                self.headers_end = pos;
+        let mut fields = Fields {
+            buf: self.buf,
+            pos,
+            end: None,
+        };
+        for item in fields.by_ref() {
+            match item {
+                Ok((name, field)) => self.field(name.of(self.buf), field, &mut content_length),
+                Err(_) => self.fail(400, "Malformed header field (no colon)"),
+            }
+        }
+        match fields.end {
+            Some((headers_end, body_start)) => {
+                self.headers_end = headers_end;
                 self.body = Span {
-                    start: next,
+                    start: body_start,
                     end: self.buf.len(),
                 };
-                break;
             }
-            // Folded continuation lines belong to this field.
-            let mut value_end = line.end;
-            while matches!(self.buf.get(next), Some(b' ' | b'\t')) {
-                match line_at(self.buf, next) {
-                    Some((cont, after)) => {
-                        value_end = cont.end;
-                        next = after;
-                    }
-                    None => break,
-                }
+            None => {
+                self.fail(400, "Missing empty line after the headers");
+                self.headers_end = self.buf.len();
             }
-            let whole = Span {
-                start: pos,
-                end: next,
-            };
-            pos = next;
-            let text = &self.buf[line.start..value_end];
-            let Some(colon) = text.iter().position(|&c| c == b':') else {
-                self.fail(400, "Malformed header field (no colon)");
-                continue;
-            };
-            let name = trim(&text[..colon]);
-            let value = trimmed_span(self.buf, line.start + colon + 1, value_end);
-            let field = Field { whole, value };
-            self.field(name, field, &mut content_length);
         }
         if let Some(len) = content_length {
             let available = self.body.end - self.body.start;
@@ -234,12 +213,10 @@ impl<'a> Message<'a> {
         let value = field.value.of(self.buf);
         let is = |long: &[u8], short: &[u8]| eq_fold(name, long) || eq_fold(name, short);
         if is(b"via", b"v") {
-            if self.via_fields == MAX_VIA_FIELDS {
-                self.fail(483, "Too many Via fields");
-            } else {
-                self.vias[self.via_fields] = field;
-                self.via_fields += 1;
+            if let Some(slot) = self.vias.get_mut(self.via_fields) {
+                *slot = field;
             }
+            self.via_fields += 1;
         } else if eq_fold(name, b"max-forwards") {
             match parse_u32(value).filter(|&n| n <= 255) {
                 Some(n) if self.max_forwards.is_none() => self.max_forwards = Some((field, n)),
@@ -318,9 +295,23 @@ impl<'a> Message<'a> {
         &self.routes[..self.route_fields]
     }
 
-    /// The Via fields, topmost first.
+    /// The first Via fields (at most [`TOP_VIA_FIELDS`]), topmost first.
     pub fn via_fields(&self) -> &[Field] {
-        &self.vias[..self.via_fields]
+        &self.vias[..self.via_fields.min(TOP_VIA_FIELDS)]
+    }
+
+    /// Every Via field, topmost first (reads the header section again).
+    pub fn all_via_fields(&self) -> impl Iterator<Item = Field> + '_ {
+        let fields = Fields {
+            buf: self.buf,
+            pos: self.start_line.end,
+            end: None,
+        };
+        fields.filter_map(|item| {
+            let (name, field) = item.ok()?;
+            let name = name.of(self.buf);
+            (eq_fold(name, b"via") || eq_fold(name, b"v")).then_some(field)
+        })
     }
 
     pub fn method(&self) -> &'a [u8] {
@@ -368,10 +359,60 @@ pub fn tag_of(value: &[u8]) -> &[u8] {
         .unwrap_or_default()
 }
 
+/// The header fields from `pos` on: (name, field), or `Err` for a line without a colon.
+/// Stops at the empty line, recording (where it starts, where the body starts) in `end`.
+struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: Option<(usize, usize)>,
+}
+
+impl Iterator for Fields<'_> {
+    type Item = Result<(Span, Field), Field>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.end.is_some() {
+            return None;
+        }
+        let pos = self.pos;
+        let (line, mut next) = line_at(self.buf, pos)?;
+        if line.start == line.end {
+            self.end = Some((pos, next));
+            return None;
+        }
+        // Folded continuation lines belong to this field.
+        let mut value_end = line.end;
+        while matches!(self.buf.get(next), Some(b' ' | b'\t')) {
+            match line_at(self.buf, next) {
+                Some((cont, after)) => {
+                    value_end = cont.end;
+                    next = after;
+                }
+                None => break,
+            }
+        }
+        self.pos = next;
+        let whole = Span {
+            start: pos,
+            end: next,
+        };
+        let text = &self.buf[line.start..value_end];
+        let Some(colon) = memchr::memchr(b':', text) else {
+            return Some(Err(Field {
+                whole,
+                value: whole,
+            }));
+        };
+        let name = trimmed_span(self.buf, line.start, line.start + colon);
+        let value = trimmed_span(self.buf, line.start + colon + 1, value_end);
+        Some(Ok((name, Field { whole, value })))
+    }
+}
+
 /// The line starting at `pos` (without its CRLF or LF) and where the next one starts.
 fn line_at(buf: &[u8], pos: usize) -> Option<(Span, usize)> {
     let rest = buf.get(pos..)?;
-    let lf = rest.iter().position(|&c| c == b'\n')?;
+    let lf = memchr::memchr(b'\n', rest)?;
     let mut end = pos + lf;
     if end > pos && buf[end - 1] == b'\r' {
         end -= 1;

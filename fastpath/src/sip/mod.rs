@@ -10,7 +10,7 @@
 mod message;
 mod via;
 
-pub use message::{Field, Kind, MAX_VIA_FIELDS, Message, ParseError, Span, tag_of};
+pub use message::{Field, Kind, Message, ParseError, Span, TOP_VIA_FIELDS, tag_of};
 pub use via::{Host, Via, ViaValues};
 
 /// Case-insensitive ASCII comparison of a header or parameter name.
