@@ -116,10 +116,7 @@ impl Proxy {
         let action = match Message::parse(input.data) {
             Err(e) => Action::Drop(e.0),
             Ok(msg) if msg.is_request() => self.request(&msg, input, now, egress, out, tally),
-            Ok(msg) if input.truncated => {
-                drop(msg);
-                Action::Drop("truncated response")
-            }
+            Ok(_) if input.truncated => Action::Drop("truncated response"),
             Ok(msg) => self.response(&msg, input.src, now, egress, out),
         };
         tally.bump(match action {
@@ -372,10 +369,11 @@ impl Proxy {
         };
         if let Some(index) = self.trunks.index_of(src) {
             self.trunks.response(index, code, now);
-        } else if code >= 500 && msg.cseq_method() == b"INVITE" {
-            if let Some(peer) = self.table.peer_at(src) {
-                self.health.record_failure(peer);
-            }
+        } else if code >= 500
+            && msg.cseq_method() == b"INVITE"
+            && let Some(peer) = self.table.peer_at(src)
+        {
+            self.health.record_failure(peer);
         }
         let Some(local) = egress.local_for(target) else {
             return Action::Drop("no local address can reach the caller");
@@ -564,7 +562,9 @@ fn branch(msg: &Message, top_via: &[u8], loop_hash: u32) -> [u8; 34] {
     h = h.wrapping_add(u64::from(msg.cseq.map_or(0, |(n, _)| n)));
     let mut out = [0u8; 34];
     out[..9].copy_from_slice(BRANCH_PREFIX);
-    hex64(h, (&mut out[9..25]).try_into().unwrap_or(&mut [0; 16]));
+    let mut head = [0u8; 16];
+    hex64(h, &mut head);
+    out[9..25].copy_from_slice(&head);
     out[25] = b'.';
     let mut tail = [0u8; 8];
     hex32(loop_hash, &mut tail);

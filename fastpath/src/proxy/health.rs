@@ -82,10 +82,10 @@ impl PeerHealth {
     }
 
     fn write(&self, id: u32, up: bool) {
-        if let Some(writer) = &self.writer {
-            if let Err(error) = writer(id, up) {
-                warn!(peer = id, %error, "cannot write the peer state to PEERS");
-            }
+        if let Some(writer) = &self.writer
+            && let Err(error) = writer(id, up)
+        {
+            warn!(peer = id, %error, "cannot write the peer state to PEERS");
         }
     }
 }
