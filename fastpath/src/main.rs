@@ -1,6 +1,6 @@
 //! `fastpath`: the SIP edge gateway daemon and its command line.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -8,6 +8,7 @@ use fastpath::{
     config::Config,
     maps,
     proxy::{health::StateWriter, service as proxy_service},
+    routing::RouteTable,
     stats::Counters,
     xdp,
 };
@@ -131,11 +132,13 @@ async fn daemon(
     mode: xdp::Mode,
     pin_dir: PathBuf,
 ) -> anyhow::Result<()> {
+    // The one route table: the proxy reads it, the map writer mirrors it into the kernel.
+    let table = Arc::new(RouteTable::from_config(&config));
     let fast_path = if ifaces.is_empty() {
         info!("--no-xdp: every call goes through the userspace proxy");
         None
     } else {
-        match start_fast_path(&ifaces, &config, mode, &pin_dir) {
+        match start_fast_path(&ifaces, &config, &table, mode, &pin_dir) {
             Ok(fast_path) => Some(fast_path),
             // The product must work on any Linux box: the proxy takes every call instead.
             Err(error) => {
@@ -150,7 +153,7 @@ async fn daemon(
         let pin_dir = pin_dir.clone();
         Box::new(move |id, up| maps::set_peer_state(&pin_dir, id, up)) as StateWriter
     });
-    let proxy = proxy_service::start(&config, writer)?;
+    let proxy = proxy_service::start(&config, Arc::clone(&table), writer)?;
     match (&fast_path, &proxy) {
         (Some(_), _) => info!(pin_dir = %pin_dir.display(), "fast path running"),
         (None, Some(_)) => info!("proxy running without the fast path"),
@@ -189,6 +192,7 @@ async fn daemon(
 fn start_fast_path(
     ifaces: &[String],
     config: &Config,
+    table: &RouteTable,
     mode: xdp::Mode,
     pin_dir: &std::path::Path,
 ) -> anyhow::Result<(aya::Ebpf, Vec<xdp::Attachment>)> {
@@ -200,7 +204,8 @@ fn start_fast_path(
         Err(error) => warn!(%error, "eBPF logs unavailable"),
     }
     let generation = now_generation();
-    let report = maps::apply_config(&mut ebpf, config, generation)?;
+    maps::write_settings(&mut ebpf, config)?;
+    let report = maps::sync_table(&mut ebpf, table, generation)?;
     info!(
         routes = report.routes,
         removed = report.removed,

@@ -14,7 +14,10 @@ use fastpath_common::{
     },
 };
 
-use crate::config::{Config, Peer};
+use crate::{
+    config::Config,
+    routing::{Peer, RouteTable},
+};
 
 /// What a sync changed, for the log.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -31,16 +34,33 @@ pub fn apply_config(
     config: &Config,
     generation: u32,
 ) -> anyhow::Result<SyncReport> {
+    write_settings(ebpf, config)?;
+    sync_table(ebpf, &RouteTable::from_config(config), generation)
+}
+
+/// Writes `CONFIG` (the SIP ports the program inspects).
+pub fn write_settings(ebpf: &mut Ebpf, config: &Config) -> anyhow::Result<()> {
     let mut ports = [0u16; MAX_SIP_PORTS];
     ports[..config.sip_ports.len()].copy_from_slice(&config.sip_ports);
     let mut settings: Array<_, maps::Config> = Array::try_from(map(ebpf, maps::CONFIG)?)?;
     settings
         .set(0, maps::Config { sip_ports: ports }, 0)
         .context("writing CONFIG")?;
+    Ok(())
+}
 
+/// Makes `PEERS` and `ROUTES` mirror the route table the proxy reads (peer states too), so
+/// the two paths decide alike.
+pub fn sync_table(
+    ebpf: &mut Ebpf,
+    table: &RouteTable,
+    generation: u32,
+) -> anyhow::Result<SyncReport> {
+    let table_peers = table.peers();
+    let table_routes = table.routes();
     let mut peers: Array<_, PeerValue> = Array::try_from(map(ebpf, maps::PEERS)?)?;
     for id in 0..MAX_PEERS {
-        let value = config.peers.get(id as usize).map_or(EMPTY_PEER, peer_value);
+        let value = table_peers.get(id as usize).map_or(EMPTY_PEER, peer_value);
         if peers.get(&id, 0)? != value {
             peers
                 .set(id, value, 0)
@@ -49,7 +69,7 @@ pub fn apply_config(
     }
 
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(map(ebpf, maps::ROUTES)?)?;
-    let wanted: HashSet<RouteKey> = config.routes.iter().map(|r| r.key).collect();
+    let wanted: HashSet<RouteKey> = table_routes.keys().copied().collect();
     let stale: Vec<RouteKey> = routes
         .keys()
         .filter_map(Result::ok)
@@ -58,19 +78,19 @@ pub fn apply_config(
     for key in &stale {
         routes.remove(key).context("removing a stale route")?;
     }
-    for route in &config.routes {
+    for (&key, &peer_id) in table_routes.iter() {
         let value = RouteValue {
-            peer_id: route.peer_id,
+            peer_id,
             generation,
         };
         routes
-            .insert(route.key, value, 0)
-            .with_context(|| format!("writing route {} (ROUTES full?)", route.number))?;
+            .insert(key, value, 0)
+            .with_context(|| format!("writing route {key:?} (ROUTES full?)"))?;
     }
     Ok(SyncReport {
-        routes: config.routes.len(),
+        routes: table_routes.len(),
         removed: stale.len(),
-        peers: config.peers.len(),
+        peers: table_peers.len(),
     })
 }
 
@@ -112,12 +132,11 @@ fn peer_value(peer: &Peer) -> PeerValue {
             FAMILY_IPV6
         }
     };
-    // Health checks (OPTIONS) arrive with the proxy; until then a configured peer is up.
     PeerValue {
         addr,
         port: peer.address.port(),
         family,
-        state: PEER_UP,
+        state: if peer.up { PEER_UP } else { maps::PEER_DOWN },
     }
 }
 

@@ -31,16 +31,19 @@ impl Running {
     }
 }
 
-/// Starts the proxy if the config gives it addresses (must run inside a tokio runtime);
-/// `writer` mirrors peer states into the fast path's `PEERS` map.
-pub fn start(config: &Config, writer: Option<StateWriter>) -> anyhow::Result<Option<Running>> {
+/// Starts the proxy if the config gives it addresses (must run inside a tokio runtime),
+/// reading `table`; `writer` mirrors peer states into the fast path's `PEERS` map.
+pub fn start(
+    config: &Config,
+    table: Arc<RouteTable>,
+    writer: Option<StateWriter>,
+) -> anyhow::Result<Option<Running>> {
     let settings = &config.proxy;
     if settings.listen.is_empty() {
         info!("no [proxy] listen addresses: the userspace proxy is off");
         return Ok(None);
     }
     let counters = Arc::new(ProxyCounters::default());
-    let table = Arc::new(RouteTable::from_config(config));
     let trunks = Arc::new(Trunks::new(settings, Arc::clone(&counters)));
     let health = Arc::new(PeerHealth::new(
         Arc::clone(&table),
