@@ -217,6 +217,12 @@ mod tests {
         let config = Config::parse("").unwrap();
         assert_eq!(config.sip_ports, [DEFAULT_SIP_PORT]);
         assert!(config.routes.is_empty());
+        assert!(
+            config.proxy.listen.is_empty(),
+            "no [proxy]: the proxy is off"
+        );
+        assert_eq!(config.proxy.trunk_timeout.as_millis(), 2000);
+        assert!(config.proxy.health.enabled);
     }
 
     fn error_of(text: &str) -> String {
@@ -250,6 +256,17 @@ mod tests {
                 "address",
             ),
             ("bogus = 1", "bogus"),
+            ("[proxy]\nlisten = [\"0.0.0.0:5060\"]", "proxy.listen[0]"),
+            ("[proxy]\nworkers = 0", "proxy.workers"),
+            ("[health]\nmisses = 0", "health.misses"),
+            (
+                "[[trunks]]\nname = \"t\"\naddress = \"203.0.113.2:5060\"\nweight = 0",
+                "trunks[0].weight",
+            ),
+            (
+                "[[trunks]]\nname = \"t\"\naddress = \"203.0.113.2:5060\"\n[[trunks]]\nname = \"t\"\naddress = \"203.0.113.3:5060\"",
+                "trunks[1].name",
+            ),
         ];
         for (text, key) in cases {
             let error = error_of(text);

@@ -565,3 +565,33 @@ proptest! {
         }
     }
 }
+
+/// A peer answering a real INVITE with 5xx counts against its health (here one strike is
+/// enough): its next calls take the trunk, and the 5xx itself still reaches the caller.
+#[test]
+fn a_peer_failing_calls_goes_down() {
+    let mut rig = rig();
+    let (action, out) = rig.handle(invite("15550100001").as_bytes(), CALLER);
+    assert_eq!(forward_to(action), addr(PEER));
+    let vias: String = out
+        .lines()
+        .filter(|l| l.starts_with("Via:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let failure =
+        format!("SIP/2.0 500 Oops\r\n{vias}Call-ID: call-1@192.0.2.2\r\nCSeq: 1 INVITE\r\n\r\n");
+    let (action, _) = rig.handle(failure.as_bytes(), PEER);
+    assert_eq!(
+        action,
+        Action::Forward {
+            to: addr(CALLER),
+            local: 0
+        }
+    );
+    assert_eq!(rig.counters.get(ProxyCounter::Peer5xx), 1);
+    assert_eq!(rig.counters.get(ProxyCounter::PeerDown), 1);
+    assert_eq!(
+        forward_to(rig.handle(invite("15550100001").as_bytes(), CALLER).0),
+        addr(TRUNK)
+    );
+}

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{bail, ensure};
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySection {
     /// The gateway's own SIP addresses; the proxy answers on each and names it in its Via.
@@ -21,6 +21,19 @@ pub struct ProxySection {
     trunk_retry_ms: u64,
     #[serde(default = "default_trunk_retry_max_ms")]
     trunk_retry_max_ms: u64,
+}
+
+/// No `[proxy]` section: the proxy is off, with the same defaults as an empty one.
+impl Default for ProxySection {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            workers: None,
+            trunk_timeout_ms: default_trunk_timeout_ms(),
+            trunk_retry_ms: default_trunk_retry_ms(),
+            trunk_retry_max_ms: default_trunk_retry_max_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(via.port, Some(5070));
         assert_eq!(via.branch, b"z9hG4bK-1");
         assert_eq!(via.rport, Some(None));
-        assert_eq!(via.rport_fill_at, Some(48));
+        assert_eq!(via.rport_fill_at, Some(49), "the end of `rport`");
         assert_eq!(
             via.response_target(),
             Some("192.0.2.2:5070".parse().unwrap())
