@@ -178,8 +178,18 @@ fn a_transaction_stays_together_and_retransmissions_match() {
         top_via(&invite1),
         "CANCEL needs the INVITE's branch"
     );
-    let ack = request("ACK", "15550100001", "Max-Forwards: 70\r\n");
-    assert_eq!(forward_to(rig.handle(ack.as_bytes(), CALLER).0), addr(PEER));
+    // The ACK of a failed INVITE (To tag added) belongs to the INVITE's transaction.
+    let ack = request("ACK", "15550100001", "Max-Forwards: 70\r\n").replace(
+        "To: <sip:15550100001@192.0.2.1>",
+        "To: <sip:15550100001@192.0.2.1>;tag=callee",
+    );
+    let (a4, ack_out) = rig.handle(ack.as_bytes(), CALLER);
+    assert_eq!(forward_to(a4), addr(PEER));
+    assert_eq!(
+        top_via(&ack_out),
+        top_via(&invite1),
+        "ACK needs the INVITE's branch"
+    );
     assert_eq!(rig.counters.get(ProxyCounter::ForwardedPeer), 4);
 }
 

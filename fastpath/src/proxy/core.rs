@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     routing::{Lookup, RouteTable},
-    sip::{Field, Host, Kind, Message, Via, ViaValues, eq_fold, tag_of},
+    sip::{Field, Host, Kind, Message, Via, ViaValues, eq_fold},
 };
 
 /// RFC 3261 magic cookie, then our mark: a Via of ours is recognised by address and this.
@@ -573,12 +573,14 @@ fn branch(msg: &Message, top_via: &[u8], loop_hash: u32) -> [u8; 34] {
 }
 
 /// What identifies a request for loop detection (RFC 3261 §16.6 step 8): the fields a
-/// proxy does not change, so the same request passing twice hashes the same.
+/// proxy does not change, so the same request passing twice hashes the same, and that an
+/// INVITE shares with its CANCEL and ACK.
 fn loop_hash(msg: &Message) -> u32 {
     let mut h = xxh3_64_with_seed(msg.uri(), 0x100f);
     h = xxh3_64_with_seed(msg.text(msg.call_id), h);
-    h = xxh3_64_with_seed(tag_of(msg.text(msg.from)), h);
-    h = xxh3_64_with_seed(tag_of(msg.text(msg.to)), h);
+    // The whole From value (no proxy changes it). Not To: the ACK of a failed INVITE adds
+    // a To tag yet must leave with the INVITE's branch (RFC 3261 §17.1.1.3).
+    h = xxh3_64_with_seed(msg.text(msg.from), h);
     h = h.wrapping_add(u64::from(msg.cseq.map_or(0, |(n, _)| n)));
     for field in msg.route_fields() {
         h = xxh3_64_with_seed(field.value.of(msg.buf), h);

@@ -13,7 +13,7 @@
 use std::{
     collections::HashMap,
     io,
-    mem::{MaybeUninit, size_of, zeroed},
+    mem::{size_of, zeroed},
     net::{IpAddr, SocketAddr, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, IntoRawFd},
     sync::{
@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::Context;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, warn};
 
 use super::{
@@ -133,6 +133,8 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 struct RouteCache {
     locals: Vec<SocketAddr>,
     cache: HashMap<IpAddr, Option<usize>>,
+    /// Most datagrams in a row go to the same next hop (the trunk): skip the hash.
+    last: Option<(IpAddr, Option<usize>)>,
 }
 
 impl RouteCache {
@@ -141,7 +143,13 @@ impl RouteCache {
 
 impl Egress for RouteCache {
     fn local_for(&mut self, dest: SocketAddr) -> Option<usize> {
+        if let Some((ip, hit)) = self.last
+            && ip == dest.ip()
+        {
+            return hit;
+        }
         if let Some(&hit) = self.cache.get(&dest.ip()) {
+            self.last = Some((dest.ip(), hit));
             return hit;
         }
         let source = probe_source(dest).ok();
@@ -178,6 +186,34 @@ struct Worker {
     outs: Vec<Vec<u8>>,
     /// Per datagram of the batch: which socket sends it, and to where.
     sends: Vec<(usize, SocketAddr)>,
+    out: SendBatch,
+}
+
+/// `sendmmsg` headers, reused from batch to batch.
+struct SendBatch {
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    names: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
+}
+
+// SAFETY: the raw pointers are rewritten before every use and only point into the
+// Worker's own buffers; one thread uses it.
+unsafe impl Send for SendBatch {}
+
+impl SendBatch {
+    fn new() -> Self {
+        // SAFETY: plain C structs; zero is empty.
+        Self {
+            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            iovs: (0..BATCH)
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
+            names: (0..BATCH).map(|_| (unsafe { zeroed() }, 0)).collect(),
+        }
+    }
 }
 
 impl Worker {
@@ -190,6 +226,7 @@ impl Worker {
             egress: RouteCache {
                 locals,
                 cache: HashMap::new(),
+                last: None,
             },
             tally: Tally::default(),
             recv: Batch::new(),
@@ -197,6 +234,7 @@ impl Worker {
                 .map(|_| Vec::with_capacity(MAX_DATAGRAM + 1024))
                 .collect(),
             sends: Vec::with_capacity(BATCH),
+            out: SendBatch::new(),
         }
     }
 
@@ -301,60 +339,63 @@ impl Worker {
         self.counters.absorb(&mut self.tally);
     }
 
-    /// Sends the batch's datagrams, one `sendmmsg` per socket.
+    /// Sends the batch's datagrams, one `sendmmsg` per socket that has any.
     fn flush(&mut self) {
         for s in 0..self.sockets.len() {
-            let mut addrs: [MaybeUninit<SockAddr>; BATCH] =
-                [const { MaybeUninit::uninit() }; BATCH];
-            let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; BATCH];
-            // SAFETY: mmsghdr is a plain C struct; zero is a valid empty value.
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+            let out = &mut self.out;
             let mut count = 0;
             for (k, &(local, to)) in self.sends.iter().enumerate() {
                 if local != s || self.outs[k].len() > MAX_SEND {
                     continue;
                 }
-                let addr = addrs[count].write(SockAddr::from(to));
-                iovs[count] = libc::iovec {
+                out.names[count] = sockaddr(to);
+                out.iovs[count] = libc::iovec {
                     iov_base: self.outs[k].as_mut_ptr().cast(),
                     iov_len: self.outs[k].len(),
                 };
-                hdrs[count].msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
-                hdrs[count].msg_hdr.msg_namelen = addr.len();
-                hdrs[count].msg_hdr.msg_iov = &mut iovs[count];
-                hdrs[count].msg_hdr.msg_iovlen = 1;
                 count += 1;
+            }
+            if count == 0 {
+                continue;
+            }
+            for k in 0..count {
+                let h = &mut out.hdrs[k].msg_hdr;
+                h.msg_name = (&mut out.names[k].0 as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = out.names[k].1;
+                h.msg_iov = &mut out.iovs[k];
+                h.msg_iovlen = 1;
             }
             let fd = self.sockets[s].as_raw_fd();
             let mut sent = 0;
-            while sent < count {
+            // Bounded: each failed call skips one datagram or consumes one pending error.
+            let mut attempts = 2 * count + 2;
+            while sent < count && attempts > 0 {
+                attempts -= 1;
                 // SAFETY: hdrs[sent..count] point at live iovecs, buffers and addresses.
                 let r = unsafe {
-                    libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (count - sent) as u32, 0)
+                    libc::sendmmsg(
+                        fd,
+                        self.out.hdrs[sent..].as_mut_ptr(),
+                        (count - sent) as u32,
+                        0,
+                    )
                 };
-                if r <= 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    if e.kind() == io::ErrorKind::ConnectionRefused {
-                        self.unreachable(s);
-                        continue;
-                    }
-                    // Skip the datagram the kernel refused and go on with the rest.
-                    self.tally.bump(ProxyCounter::SendErrors);
-                    debug!(error = %e, "sendmmsg");
-                    sent += 1;
+                if r > 0 {
+                    sent += r as usize;
                     continue;
                 }
-                sent += r as usize;
-            }
-            for addr in &mut addrs[..count] {
-                // SAFETY: the first `count` were written above.
-                unsafe { addr.assume_init_drop() };
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    // A pending ICMP error of an earlier datagram, reported now.
+                    io::ErrorKind::ConnectionRefused => self.unreachable(s),
+                    _ => {
+                        // Skip the datagram the kernel refused and go on with the rest.
+                        self.tally.bump(ProxyCounter::SendErrors);
+                        debug!(error = %e, "sendmmsg");
+                        sent += 1;
+                    }
+                }
             }
         }
     }
@@ -470,6 +511,35 @@ impl Batch {
         let len = (self.hdrs[k].msg_len as usize).min(MAX_DATAGRAM);
         let truncated = self.hdrs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         (&self.bufs[k][..len], truncated)
+    }
+}
+
+/// `addr` as a C socket address and its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: zeroed sockaddr_storage is a valid empty address.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            (storage, size_of::<libc::sockaddr_in>() as libc::socklen_t)
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            (storage, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+        }
     }
 }
 
