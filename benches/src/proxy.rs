@@ -164,9 +164,11 @@ fn handle_ns() -> anyhow::Result<f64> {
 }
 
 fn bench_config() -> anyhow::Result<Config> {
+    // One per core, as the daemon's default on this 2-core box.
+    let workers = 2;
     Config::parse(&format!(
         "[proxy]\nlisten = [\"{GW_CALLER_V4}:{SIP}\", \"{GW_CARRIER_V4}:{SIP}\", \"{GW_PEER_V4}:{SIP}\"]\n\
-         workers = 2\n\
+         workers = {workers}\n\
          [health]\nenabled = false\n\
          [[peers]]\nname = \"pbx\"\naddress = \"{PEER_V4}:{SIP}\"\n\
          [[routes]]\nnumber = \"15550100001\"\npeer = \"pbx\"\n\

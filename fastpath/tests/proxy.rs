@@ -592,3 +592,26 @@ fn cancel_during_ringing_follows_the_invite() -> Result<()> {
     gateway.stop()?;
     Ok(())
 }
+
+/// When the XDP program cannot be attached (here: one interface does not exist), the
+/// daemon says so, leaves nothing attached, and the proxy takes every call.
+#[test]
+fn xdp_failure_falls_back_to_the_proxy() -> Result<()> {
+    let topology = Topology::new("px8")?;
+    let config = config(sip(PEER_V4), &[(sip(CARRIER_V4), 0)], "");
+    let gateway = Gateway::start_with(&topology, binary(), &config, &["--iface", "px8nope"], true)?;
+    let log = gateway.log_text();
+    ensure!(log.contains("XDP fast path unavailable"), "{log}");
+    ensure!(log.contains("proxy running without the fast path"), "{log}");
+    let links = std::fs::read_dir(gateway.pin_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("link-"))
+                .count()
+        })
+        .unwrap_or(0);
+    ensure!(links == 0, "{links} XDP links left pinned");
+    calls_land_where_they_belong(&topology, &gateway, false)?;
+    gateway.stop()?;
+    Ok(())
+}
