@@ -115,20 +115,26 @@ impl Proxy {
         out.clear();
         let action = match Message::parse(input.data) {
             Err(e) => Action::Drop(e.0),
+            // Counts its forwards itself: it knows which way they went.
             Ok(msg) if msg.is_request() => self.request(&msg, input, now, egress, out, tally),
             Ok(_) if input.truncated => Action::Drop("truncated response"),
-            Ok(msg) => self.response(&msg, input.src, now, egress, out),
-        };
-        tally.bump(match action {
-            Action::Drop(_) => ProxyCounter::Dropped,
-            Action::Reply { .. } if out.get(8) == Some(&b'5') => ProxyCounter::Replied5xx,
-            Action::Reply { .. } => ProxyCounter::Replied4xx,
-            Action::Forward { .. } if !input.data.starts_with(b"SIP/") => {
-                // Counted by request() itself, which knows which way it went.
-                return action;
+            Ok(msg) => {
+                let action = self.response(&msg, input.src, now, egress, out);
+                if let Action::Forward { .. } = action {
+                    tally.bump(ProxyCounter::ResponsesForwarded);
+                }
+                action
             }
-            Action::Forward { .. } => ProxyCounter::ResponsesForwarded,
-        });
+        };
+        match action {
+            Action::Drop(_) => tally.bump(ProxyCounter::Dropped),
+            // "SIP/2.0 5xx": the status class is byte 8 of our own response.
+            Action::Reply { .. } if out.get(8) == Some(&b'5') => {
+                tally.bump(ProxyCounter::Replied5xx)
+            }
+            Action::Reply { .. } => tally.bump(ProxyCounter::Replied4xx),
+            Action::Forward { .. } => {}
+        }
         action
     }
 
@@ -211,7 +217,7 @@ impl Proxy {
         };
         let branch = branch(msg, top_value, loop_hash);
         let edits = Edits {
-            top: top_received(top, top_value, top_end, &top_via, input.src),
+            top: top_received(top, top_end, &top_via, input.src),
             max_forwards: msg.max_forwards.map(|(f, n)| (f, n - 1)),
             pop_route,
         };
@@ -427,22 +433,13 @@ struct Edits {
 }
 
 struct TopVia {
-    field: Field,
     rport_at: Option<(usize, u16)>,
     received_at: Option<(usize, IpAddr)>,
 }
 
-fn top_received(
-    field: &Field,
-    value: &[u8],
-    value_end: usize,
-    via: &Via,
-    src: SocketAddr,
-) -> TopVia {
-    let _ = value;
+fn top_received(field: &Field, value_end: usize, via: &Via, src: SocketAddr) -> TopVia {
     let base = field.value.start;
     TopVia {
-        field: *field,
         rport_at: via.rport_fill_at.map(|at| (base + at, src.port())),
         // RFC 3261 §18.2.1: `received` when the sent-by host is not where it came from.
         received_at: (via.host != Host::Ip(src.ip())).then_some((base + value_end, src.ip())),
@@ -472,7 +469,6 @@ fn write_request(msg: &Message, sent_by: &str, branch: &[u8], edits: &Edits, out
     if let Some((at, ip)) = edits.top.received_at {
         mark((at, at, Insert::Received(ip)));
     }
-    let _ = edits.top.field;
     if let Some((field, value)) = edits.max_forwards {
         mark((field.value.start, field.value.end, Insert::Number(value)));
     }

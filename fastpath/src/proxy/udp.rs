@@ -99,9 +99,29 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    // Room for bursts. The *FORCE options pass net.core.{r,w}mem_max (the daemon runs with
+    // CAP_NET_ADMIN to load XDP anyway); without the capability, the capped size will do.
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        let size = SOCKET_BUFFER as libc::c_int;
+        let set = |option| {
+            // SAFETY: a valid fd and an int option of the size passed.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&size as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        if set(force) != 0 {
+            set(plain);
+        }
+    }
     socket.bind(&addr.into())?;
     // ICMP errors (a trunk's port unreachable) are queued for us to read with MSG_ERRQUEUE.
     let (level, name) = if addr.is_ipv6() {
