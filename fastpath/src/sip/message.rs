@@ -210,6 +210,13 @@ impl<'a> Message<'a> {
     }
 
     fn field(&mut self, name: &[u8], field: Field, content_length: &mut Option<usize>) {
+        // Most fields are none of ours: one look at the first letter skips them.
+        if !matches!(
+            name.first().map(u8::to_ascii_lowercase),
+            Some(b'v' | b'm' | b'r' | b'c' | b'i' | b'f' | b't' | b'l')
+        ) {
+            return;
+        }
         let value = field.value.of(self.buf);
         let is = |long: &[u8], short: &[u8]| eq_fold(name, long) || eq_fold(name, short);
         if is(b"via", b"v") {
@@ -436,4 +443,88 @@ fn trimmed_span(buf: &[u8], start: usize, end: usize) -> Span {
 /// RFC 3261 `token` characters.
 fn is_token(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Message<'_> {
+        Message::parse(text.as_bytes()).expect("parses")
+    }
+
+    #[test]
+    fn reads_compact_and_folded_fields() {
+        let msg = parse(
+            "\r\nOPTIONS sip:1@192.0.2.1 SIP/2.0\r\n\
+             v: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK1\r\n\
+             Via  : SIP/2.0/UDP\r\n  192.0.2.3;branch=z9hG4bK2\r\n\
+             f: <sip:a@x>;tag=1\r\nt: <sip:b@y>\r\ni: abc\r\nCSeq: 7 OPTIONS\r\n\
+             l: 4\r\n\r\nbodyEXTRA",
+        );
+        assert_eq!(msg.method(), b"OPTIONS");
+        assert_eq!(msg.uri(), b"sip:1@192.0.2.1");
+        assert_eq!(msg.via_fields().len(), 2);
+        assert_eq!(
+            msg.via_fields()[1].value.of(msg.buf),
+            b"SIP/2.0/UDP\r\n  192.0.2.3;branch=z9hG4bK2"
+        );
+        assert_eq!(msg.text(msg.call_id), b"abc");
+        assert_eq!(msg.cseq.map(|(n, _)| n), Some(7));
+        assert_eq!(
+            msg.body.of(msg.buf),
+            b"body",
+            "Content-Length frames the body"
+        );
+        assert_eq!(msg.error, None);
+        assert_eq!(tag_of(msg.text(msg.from)), b"1");
+        assert_eq!(tag_of(msg.text(msg.to)), b"");
+    }
+
+    #[test]
+    fn every_via_field_is_found_past_the_remembered_ones() {
+        let vias: String = (0..10)
+            .map(|i| format!("Via: SIP/2.0/UDP 192.0.2.{i};branch=z9hG4bK{i}\r\n"))
+            .collect();
+        let text = format!(
+            "BYE sip:1@x SIP/2.0\r\n{vias}From: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\r\n"
+        );
+        let msg = parse(&text);
+        assert_eq!(msg.via_fields().len(), TOP_VIA_FIELDS);
+        assert_eq!(msg.all_via_fields().count(), 10);
+    }
+
+    #[test]
+    fn problems_become_statuses_or_drops() {
+        let ok = "INVITE sip:1@x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+        assert_eq!(parse(ok).error, None);
+        let status = |text: String| parse(&text).error.map(|e| e.0);
+        assert_eq!(
+            status(ok.replace("SIP/2.0\r\nVia", "SIP/3.0\r\nVia")),
+            Some(505)
+        );
+        assert_eq!(
+            status(ok.replace("CSeq: 1 INVITE", "CSeq: 1 BYE")),
+            Some(400)
+        );
+        assert_eq!(
+            status(ok.replace("\r\n\r\n", "\r\nContent-Length: 5\r\n\r\n")),
+            Some(400)
+        );
+        assert_eq!(status(ok.replace("To: b\r\n", "To b\r\n")), Some(400));
+        assert_eq!(status(ok.replace("\r\n\r\n", "\r\n")), Some(400));
+        for drop in [
+            "",
+            "\r\n\r\n",
+            "SIP/2.0 99 x\r\nVia: a\r\n\r\n",
+            "INVITE\r\n\r\n",
+        ] {
+            assert!(Message::parse(drop.as_bytes()).is_err(), "{drop:?}");
+        }
+        let no_via = ok.replace("Via: SIP/2.0/UDP h\r\n", "");
+        assert!(
+            Message::parse(no_via.as_bytes()).is_err(),
+            "no Via: nowhere to answer"
+        );
+    }
 }
