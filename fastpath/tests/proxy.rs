@@ -17,6 +17,15 @@ const REGISTERED: &str = "15550100001";
 const UNREGISTERED: &str = "15550109999";
 const SECOND_CARRIER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 3);
 
+/// Stops the daemon (checking it exits cleanly) and removes the maps it pinned: `stop`
+/// keeps them for `--keep-attached` tests, which these are not.
+fn stop(gateway: Gateway) -> Result<String> {
+    let pin_dir = gateway.pin_dir().to_path_buf();
+    let log = gateway.stop()?;
+    let _ = std::fs::remove_dir_all(pin_dir);
+    Ok(log)
+}
+
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_fastpath"))
 }
@@ -137,7 +146,7 @@ fn no_xdp_ipv4_calls_land_at_the_same_destinations() -> Result<()> {
         gateway.log_text()
     );
     calls_land_where_they_belong(&topology, &gateway, false)?;
-    let log = gateway.stop()?;
+    let log = stop(gateway)?;
     ensure!(log.contains("proxy_requests_to_peer_total\":10"), "{log}");
     Ok(())
 }
@@ -148,7 +157,7 @@ fn no_xdp_ipv6_calls_land_at_the_same_destinations() -> Result<()> {
     let config = config(sip(PEER_V6), &[(sip(CARRIER_V6), 0)], "");
     let gateway = Gateway::start_with(&topology, binary(), &config, &["--no-xdp"], true)?;
     calls_land_where_they_belong(&topology, &gateway, true)?;
-    gateway.stop()?;
+    stop(gateway)?;
     Ok(())
 }
 
@@ -169,7 +178,7 @@ fn xdp_mode_calls_land_at_the_same_destinations() -> Result<()> {
     calls_land_where_they_belong(&topology, &gateway, false)?;
     // Each registered call: an INVITE and its ACK through XDP.
     ensure!(gateway.counter("hit")? == 10, "{:?}", gateway.counters()?);
-    let log = gateway.stop()?;
+    let log = stop(gateway)?;
     ensure!(log.contains("proxy_requests_to_trunk_total\":10"), "{log}");
     ensure!(log.contains("proxy_requests_to_peer_total\":0"), "{log}");
     Ok(())
@@ -335,7 +344,7 @@ fn bad_requests_get_the_right_status_and_the_proxy_keeps_working() -> Result<()>
         "{text}"
     );
     ensure!(text.contains("Max-Forwards: 70\r\n"), "none added: {text}");
-    gateway.stop()?;
+    stop(gateway)?;
     Ok(())
 }
 
@@ -361,7 +370,7 @@ fn a_loop_is_answered_482() -> Result<()> {
         answer,
         gateway.log_text()
     );
-    gateway.stop()?;
+    stop(gateway)?;
     Ok(())
 }
 
@@ -432,7 +441,7 @@ fn trunk_failover_and_all_trunks_down() -> Result<()> {
     let text = answer.context("never answered 503")?;
     ensure!(text.starts_with("SIP/2.0 503 "), "{text}");
     ensure!(text.contains("\r\nRetry-After: "), "{text}");
-    gateway.stop()?;
+    stop(gateway)?;
     Ok(())
 }
 
@@ -538,7 +547,7 @@ fn peer_down_falls_back_to_the_trunk_and_comes_back() -> Result<()> {
         uac.successful
     );
     ensure!(gateway.counter("hit")? >= hits + 6, "not through XDP");
-    let log = gateway.stop()?;
+    let log = stop(gateway)?;
     ensure!(log.contains("health_peer_down_total\":1"), "{log}");
     ensure!(log.contains("health_peer_up_total\":1"), "{log}");
     Ok(())
@@ -589,7 +598,7 @@ fn cancel_during_ringing_follows_the_invite() -> Result<()> {
             gateway.log_text()
         );
     }
-    gateway.stop()?;
+    stop(gateway)?;
     Ok(())
 }
 
@@ -612,6 +621,6 @@ fn xdp_failure_falls_back_to_the_proxy() -> Result<()> {
         .unwrap_or(0);
     ensure!(links == 0, "{links} XDP links left pinned");
     calls_land_where_they_belong(&topology, &gateway, false)?;
-    gateway.stop()?;
+    stop(gateway)?;
     Ok(())
 }
