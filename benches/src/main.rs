@@ -288,6 +288,14 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
     });
 
     let mut ebpf = fastpath::xdp::load(pin_dir, MAX_ROUTES)?;
+    // Headroom under the verifier's 1M-instruction budget bounds how far the classifier
+    // can grow (its scan window above all).
+    if let Some(count) = fastpath::xdp::program(&mut ebpf)?
+        .info()?
+        .verified_instruction_count()
+    {
+        eprintln!("verifier: {count} instructions processed (limit 1000000)");
+    }
     let config = Config::parse(&format!(
         "[xdp]\nsip_ports = [{PEER_PORT}]\nmax_routes = {MAX_ROUTES}\n\
          [[peers]]\nname = \"peer\"\naddress = \"{}\"\n\

@@ -7,11 +7,14 @@
 
 mod classify;
 mod counter;
+mod fast;
 pub mod maps;
 mod number;
+mod swar;
 
 pub use classify::{
-    Method, PassReason, SCAN_LEN, Verdict, classify, classify_bytes, classify_seeded,
+    Method, PassReason, SCAN_LEN, Verdict, Window, classify, classify_bytes, classify_canonical,
+    classify_seeded, classify_window,
 };
 pub use counter::Counter;
 pub use number::{NumberError, RouteKey, normalize_number};
@@ -23,4 +26,5 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::RouteValue {}
     unsafe impl aya::Pod for crate::maps::PeerValue {}
     unsafe impl aya::Pod for crate::maps::Config {}
+    unsafe impl aya::Pod for crate::maps::PeerCounters {}
 }

@@ -13,6 +13,7 @@ pub const PEERS: &str = "PEERS";
 pub const STATS: &str = "STATS";
 pub const CONFIG: &str = "CONFIG";
 pub const EGRESS: &str = "EGRESS";
+pub const PEER_STATS: &str = "PEER_STATS";
 
 /// Default capacity of `ROUTES` (the daemon may resize it before load).
 pub const DEFAULT_MAX_ROUTES: u32 = 1 << 20;
@@ -60,6 +61,16 @@ impl PeerValue {
     pub const fn is_up(&self, family: u8) -> bool {
         self.state == PEER_UP && self.family == family
     }
+}
+
+/// `PEER_STATS` value (per CPU, indexed by peer id): what the fast path sent to a peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct PeerCounters {
+    pub packets: u64,
+    /// Whole frames, as sent.
+    pub bytes: u64,
 }
 
 /// `CONFIG[0]`: settings the program reads per packet.

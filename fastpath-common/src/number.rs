@@ -36,6 +36,14 @@ impl RouteKey {
         Some(Self(bits))
     }
 
+    /// `len` (1 to 15) digits packed as BCD in the low nibbles of `bcd`, first digit highest.
+    pub(crate) const fn from_packed(bcd: u64, len: u32) -> Option<Self> {
+        if len == 0 || len > MAX_DIGITS {
+            return None;
+        }
+        Some(Self(bcd | ((len as u64) << 60)))
+    }
+
     /// Number of digits (1..=15).
     pub const fn len(self) -> u32 {
         (self.0 >> 60) as u32

@@ -3,12 +3,14 @@
 use std::ops::Range;
 
 use fastpath_common::{
-    Method, NumberError, PassReason, RouteKey, SCAN_LEN, Verdict, classify, classify_bytes,
-    normalize_number,
+    Method, NumberError, PassReason, RouteKey, SCAN_LEN, Verdict, Window, classify, classify_bytes,
+    classify_window, normalize_number,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
+
+mod reference;
 
 const SCHEMES: &[&str] = &[
     "sip:", "SIP:", "Sip:", "sips:", "SIPS:", "sIpS:", "tel:", "TEL:", "Tel:",
@@ -256,6 +258,31 @@ proptest! {
                 Method::Cancel => b"CANCEL ",
             };
             prop_assert!(payload.starts_with(name));
+        }
+    }
+
+    /// The production path (the word-at-a-time canonical form, else the full classifier)
+    /// decides exactly as the byte-at-a-time reference.
+    #[test]
+    fn agrees_with_the_byte_at_a_time_reference(
+        payload in prop_oneof![vec(any::<u8>(), 0..100), sip_ish_bytes()],
+    ) {
+        prop_assert_eq!(classify_bytes(&payload), reference::classify(&payload));
+    }
+
+    /// The same on valid lines and every prefix of them, and with stale bytes past `len`.
+    #[test]
+    fn agrees_with_the_reference_on_valid_lines(digits in digits(), spelling in spelling(),
+                                                stale in any::<u8>()) {
+        let line = spelling.render(&digits);
+        for end in 0..=line.bytes.len().min(SCAN_LEN + 2) {
+            let cut = &line.bytes[..end];
+            let want = reference::classify(cut);
+            prop_assert_eq!(classify_bytes(cut), want, "{:?}", cut);
+            let mut window = Window::from_bytes(&[stale; SCAN_LEN]);
+            let len = end.min(SCAN_LEN);
+            window.bytes[..len].copy_from_slice(&cut[..len]);
+            prop_assert_eq!(classify_window(&window, end, 0), want, "{:?}", cut);
         }
     }
 

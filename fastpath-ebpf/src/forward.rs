@@ -2,13 +2,21 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
-    helpers::generated::bpf_fib_lookup as fib_lookup,
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use fastpath_common::Counter;
 
-use crate::{eth, maps::EGRESS};
+use crate::{
+    eth,
+    maps::{EGRESS, NEXT_HOPS},
+    sip::Peer,
+};
+
+/// How long a CPU reuses a peer's FIB answer. A lookup costs several times the rest of a hit
+/// (~200 ns measured), while a route or neighbour change is picked up this much later.
+const NEXT_HOP_TTL_NS: u64 = 100_000_000;
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -37,17 +45,77 @@ pub(crate) enum FibQuery<'a> {
     },
 }
 
+/// A successful FIB answer for one peer on one CPU (`NEXT_HOPS[peer id]`).
+///
+/// It is keyed by what the answer was computed from: the peer's address (a moved peer
+/// misses), the ingress interface and, for the MTU check, the largest datagram approved so
+/// far. The source address and TOS are not part of the key: policy routing on them would
+/// see a changed rule only after [`NEXT_HOP_TTL_NS`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct CachedHop {
+    /// `bpf_ktime_get_coarse_ns` of the lookup; 0 = empty.
+    stamp_ns: u64,
+    dst: [u8; 16],
+    ingress: u32,
+    egress: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    max_len: u16,
+    _pad: [u8; 2],
+}
+
+/// The next hop towards `peer`: from this CPU's cache when fresh, else `bpf_fib_lookup`.
 #[inline(always)]
 pub(crate) fn next_hop(
     ctx: &XdpContext,
+    peer: &Peer,
     query: FibQuery,
     tot_len: u16,
     tagged: bool,
 ) -> Result<NextHop, Counter> {
-    // SAFETY: plain C struct, all-zero is its neutral value.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     // SAFETY: `ctx.ctx` is the live xdp_md of this invocation.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let cache = NEXT_HOPS
+        .get_ptr_mut(peer.id)
+        .ok_or(Counter::PeerUnavailable)?;
+    // SAFETY: this CPU's slot; nothing else runs on it during this program run.
+    let cache = unsafe { &mut *cache };
+    let fresh = cache.stamp_ns != 0
+        && now.wrapping_sub(cache.stamp_ns) < NEXT_HOP_TTL_NS
+        && cache.ingress == ingress
+        && cache.dst == peer.value.addr;
+    if fresh && tot_len <= cache.max_len {
+        return choose_action(ingress, cache.egress, cache.smac, cache.dmac, tagged);
+    }
+    let (egress, smac, dmac) = fib(ctx, ingress, query, tot_len)?;
+    *cache = CachedHop {
+        stamp_ns: now,
+        dst: peer.value.addr,
+        ingress,
+        egress,
+        smac,
+        dmac,
+        // Either a new entry or a larger datagram than any approved before.
+        max_len: tot_len,
+        _pad: [0; 2],
+    };
+    choose_action(ingress, egress, smac, dmac, tagged)
+}
+
+/// `bpf_fib_lookup` with its MTU check for a datagram of `tot_len` bytes: egress ifindex and
+/// the MACs to write.
+#[inline(always)]
+fn fib(
+    ctx: &XdpContext,
+    ingress: u32,
+    query: FibQuery,
+    tot_len: u16,
+) -> Result<(u32, [u8; 6], [u8; 6]), Counter> {
+    // SAFETY: plain C struct, all-zero is its neutral value.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.l4_protocol = IPPROTO_UDP;
     params.ifindex = ingress;
     params.__bindgen_anon_1.tot_len = tot_len;
@@ -79,18 +147,29 @@ pub(crate) fn next_hop(
         debug!(ctx, "fib lookup failed: {}", rc);
         return Err(Counter::FibFailed);
     }
-    let action = if params.ifindex == ingress {
+    Ok((params.ifindex, params.smac, params.dmac))
+}
+
+#[inline(always)]
+fn choose_action(
+    ingress: u32,
+    egress: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    tagged: bool,
+) -> Result<NextHop, Counter> {
+    let action = if egress == ingress {
         xdp_action::XDP_TX
-    } else if !tagged && EGRESS.get(params.ifindex).is_some() {
+    } else if !tagged && EGRESS.get(egress).is_some() {
         xdp_action::XDP_REDIRECT
     } else {
         // A tag belongs to the ingress link; unmanaged egress cannot take redirects.
         return Err(Counter::FibFailed);
     };
     Ok(NextHop {
-        ifindex: params.ifindex,
-        smac: params.smac,
-        dmac: params.dmac,
+        ifindex: egress,
+        smac,
+        dmac,
         action,
     })
 }

@@ -9,7 +9,7 @@ use crate::{
     eth::L2,
     forward::{self, FibQuery},
     ref_at::{ref_mut_at, remaining},
-    sip, udp,
+    sip, stats, udp,
 };
 
 const IPPROTO_UDP: u8 = 17;
@@ -43,13 +43,18 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     if ip.ttl <= 1 {
         return Err(Counter::TtlExpired);
     }
-    let new_dst = [peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]];
+    let new_dst = [
+        peer.value.addr[0],
+        peer.value.addr[1],
+        peer.value.addr[2],
+        peer.value.addr[3],
+    ];
     let query = FibQuery::V4 {
         src: &ip.src_addr,
         dst: &new_dst,
         tos: ip.tos,
     };
-    let hop = forward::next_hop(ctx, query, tot_len, l2.tagged)?;
+    let hop = forward::next_hop(ctx, &peer, query, tot_len, l2.tagged)?;
 
     // Committed: from here on the packet is rewritten completely.
     let udp = request.udp;
@@ -59,11 +64,11 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
         // A zero checksum means "none" and stays zero.
         let check = ChecksumUpdate::new(udp_check)
             .replace_bytes(&ip.dst_addr, &new_dst)
-            .replace_u16(old_port, peer.port)
+            .replace_u16(old_port, peer.value.port)
             .finish_udp();
         udp.check = check.to_be_bytes();
     }
-    udp.set_dst_port(peer.port);
+    udp.set_dst_port(peer.value.port);
 
     let old_ttl_word = u16::from_be_bytes([ip.ttl, ip.proto]);
     ip.ttl -= 1;
@@ -74,5 +79,6 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     ip.check = ip_check.to_be_bytes();
     ip.dst_addr = new_dst;
 
+    stats::count_peer(peer.id, remaining(ctx, 0));
     forward::send(ctx, &hop)
 }

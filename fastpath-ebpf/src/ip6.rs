@@ -9,7 +9,7 @@ use crate::{
     eth::L2,
     forward::{self, FibQuery},
     ref_at::{ref_mut_at, remaining},
-    sip, udp,
+    sip, stats, udp,
 };
 
 const IPPROTO_UDP: u8 = 17;
@@ -45,25 +45,26 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     let flowinfo = u32::from_ne_bytes(ip.vcf) & 0x0fff_ffff_u32.to_be();
     let query = FibQuery::V6 {
         src: &ip.src_addr,
-        dst: &peer.addr,
+        dst: &peer.value.addr,
         flowinfo,
     };
     // The FIB's MTU check wants the whole datagram, header included (like IPv4's tot_len).
     let tot_len = (Ipv6Hdr::LEN + payload_len).min(u16::MAX as usize) as u16;
-    let hop = forward::next_hop(ctx, query, tot_len, l2.tagged)?;
+    let hop = forward::next_hop(ctx, &peer, query, tot_len, l2.tagged)?;
 
     // Committed: from here on the packet is rewritten completely. The hop limit is not
     // covered by any checksum.
     let udp = request.udp;
     let check = ChecksumUpdate::new(udp_check)
-        .replace_bytes(&ip.dst_addr, &peer.addr)
-        .replace_u16(udp.dst_port(), peer.port)
+        .replace_bytes(&ip.dst_addr, &peer.value.addr)
+        .replace_u16(udp.dst_port(), peer.value.port)
         .finish_udp();
     udp.check = check.to_be_bytes();
-    udp.set_dst_port(peer.port);
+    udp.set_dst_port(peer.value.port);
     ip.hop_limit -= 1;
-    ip.dst_addr = peer.addr;
+    ip.dst_addr = peer.value.addr;
 
+    stats::count_peer(peer.id, remaining(ctx, 0));
     forward::send(ctx, &hop)
 }
 

@@ -1,12 +1,15 @@
 //! The maps shared with the daemon, pinned by name under `/sys/fs/bpf/fastpath/`.
 
+use crate::forward::CachedHop;
 use aya_ebpf::{
     macros::map,
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
 };
 use fastpath_common::{
-    Counter, RouteKey, SCAN_LEN,
-    maps::{Config, DEFAULT_MAX_ROUTES, MAX_EGRESS, MAX_PEERS, PeerValue, RouteValue},
+    Counter, RouteKey, Window,
+    maps::{
+        Config, DEFAULT_MAX_ROUTES, MAX_EGRESS, MAX_PEERS, PeerCounters, PeerValue, RouteValue,
+    },
 };
 
 /// Registered numbers → peer. The daemon is the only writer.
@@ -28,11 +31,14 @@ pub(crate) static EGRESS: DevMapHash = DevMapHash::pinned(MAX_EGRESS, 0);
 #[map]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
 
-/// Always zero: never written by anyone, not pinned. The classifier seeds its counters from
-/// it so the verifier cannot constant-fold them (see `fastpath_common::classify_seeded`).
+/// Packets and bytes sent to each peer, by peer id.
 #[map]
-pub(crate) static OPAQUE_ZERO: Array<u32> = Array::with_max_entries(1, 0);
+pub(crate) static PEER_STATS: PerCpuArray<PeerCounters> = PerCpuArray::pinned(MAX_PEERS, 0);
+
+/// Per-CPU FIB answers by peer id (see `forward::CachedHop`); rebuilt by a new program.
+#[map]
+pub(crate) static NEXT_HOPS: PerCpuArray<CachedHop> = PerCpuArray::with_max_entries(MAX_PEERS, 0);
 
 /// Per-CPU copy of the start of the UDP payload, where the classifier reads it.
 #[map]
-pub(crate) static SCAN_WINDOW: PerCpuArray<[u8; SCAN_LEN]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCAN_WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);

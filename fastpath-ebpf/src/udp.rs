@@ -1,11 +1,13 @@
 //! UDP: the SIP port check, length sanity and the classifier on the payload.
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
-use fastpath_common::{Counter, RouteKey, SCAN_LEN, Verdict, classify_seeded};
+use fastpath_common::{
+    Counter, RouteKey, SCAN_LEN, Verdict, Window, classify_canonical, classify_seeded,
+};
 use network_types::udp::UdpHdr;
 
 use crate::{
-    maps::{CONFIG, OPAQUE_ZERO, SCAN_WINDOW},
+    maps::{CONFIG, SCAN_WINDOW},
     ref_at::ref_mut_at,
 };
 
@@ -38,7 +40,7 @@ pub(crate) fn parse_sip<'a>(
     Ok(SipRequest { udp, key })
 }
 
-/// Copies the start of the payload to the stack and runs the shared classifier on it.
+/// Copies the start of the payload into the per-CPU window and runs the shared classifier.
 #[inline(always)]
 fn classify_payload(ctx: &XdpContext, offset: usize, len: usize) -> Result<RouteKey, Counter> {
     let len = if len > SCAN_LEN { SCAN_LEN } else { len };
@@ -54,13 +56,75 @@ fn classify_payload(ctx: &XdpContext, offset: usize, len: usize) -> Result<Route
     if rc != 0 {
         return Err(Counter::Malformed);
     }
-    // A one-slot array lookup cannot fail; the arm only satisfies the type.
-    let Some(&zero) = OPAQUE_ZERO.get(0) else {
-        return Err(Counter::Malformed);
+    // SAFETY: a plain u64 underneath; written before it is read.
+    let mut key: RouteKey = unsafe { core::mem::zeroed() };
+    // The two steps of `fastpath_common::classify_window`, each a global function.
+    // SAFETY: per-CPU slot, no other user during this program run; `key` is on our stack.
+    let outcome = unsafe {
+        match fastpath_classify_canonical(head, len as u64, &mut key) {
+            CANDIDATE => CANDIDATE,
+            _ => fastpath_classify_full(head, len as u64, 0, &mut key),
+        }
     };
-    // SAFETY: per-CPU slot, no other user during this program run.
-    match classify_seeded(unsafe { &*head }, len, zero) {
-        Verdict::Candidate { key, .. } => Ok(key),
-        Verdict::Pass(reason) => Err(reason.counter()),
+    // Comparisons, not a table: LLVM knows which values the functions return and would
+    // index a table unchecked, which the verifier refuses.
+    match outcome {
+        CANDIDATE => Ok(key),
+        o if o == Counter::OtherMethod as u32 => Err(Counter::OtherMethod),
+        o if o == Counter::NotNumber as u32 => Err(Counter::NotNumber),
+        _ => Err(Counter::Malformed),
+    }
+}
+
+/// What the classifying functions return for a candidate, whose key they wrote; any other
+/// answer is a `Counter` (or, from the canonical step, "undecided").
+const CANDIDATE: u32 = u32::MAX;
+
+/// [`classify_canonical`] as a BPF global function.
+///
+/// Global functions are verified once, for any arguments, instead of once for every path
+/// that reaches them (IPv4 or IPv6, tagged or not, each with the exact length it knows):
+/// that keeps the classifier well inside the verifier's budget.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn fastpath_classify_canonical(
+    window: *const Window,
+    len: u64,
+    key: *mut RouteKey,
+) -> u32 {
+    // The verifier checks this function for any arguments, null pointers included.
+    if window.is_null() || key.is_null() {
+        return 0;
+    }
+    // SAFETY: the verifier holds callers to pointers to a whole Window and a RouteKey.
+    match classify_canonical(unsafe { &*window }, len as usize) {
+        Some(Verdict::Candidate { key: found, .. }) => {
+            unsafe { *key = found };
+            CANDIDATE
+        }
+        _ => 0,
+    }
+}
+
+/// [`classify_seeded`] as a BPF global function (see above). `zero` is 0, which the
+/// verifier cannot know: what `classify_seeded` needs to keep its states few.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn fastpath_classify_full(
+    window: *const Window,
+    len: u64,
+    zero: u64,
+    key: *mut RouteKey,
+) -> u32 {
+    if window.is_null() || key.is_null() {
+        return Counter::Malformed as u32;
+    }
+    // SAFETY: as above.
+    match classify_seeded(unsafe { &(*window).bytes }, len as usize, zero as u32) {
+        Verdict::Candidate { key: found, .. } => {
+            unsafe { *key = found };
+            CANDIDATE
+        }
+        Verdict::Pass(reason) => reason.counter() as u32,
     }
 }

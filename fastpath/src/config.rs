@@ -26,6 +26,17 @@ struct File {
     health: crate::proxy::settings::HealthSection,
     #[serde(default)]
     trunks: Vec<crate::proxy::settings::TrunkEntry>,
+    #[serde(default)]
+    verification: Option<VerificationSection>,
+}
+
+/// Ownership verification over the carrier trunk (optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerificationSection {
+    trunk: SocketAddr,
+    number: String,
+    local: SocketAddr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +89,18 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// The userspace proxy: its addresses, the standard route's trunks, peer health.
     pub proxy: crate::proxy::settings::ProxyConfig,
+    pub verification: Option<Verification>,
+}
+
+/// Where verification codes go out and missed calls come in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The carrier's SIP trunk; missed calls are trusted from its address only.
+    pub trunk: SocketAddr,
+    /// The number owners call for a missed-call verification.
+    pub number: RouteKey,
+    /// The verification UAC's own address (goes into Via, Contact and SDP).
+    pub local: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +179,7 @@ impl Config {
         }
         let proxy =
             crate::proxy::settings::ProxyConfig::validate(file.proxy, file.health, file.trunks)?;
+        let verification = file.verification.map(verification).transpose()?;
         let peers = file
             .peers
             .into_iter()
@@ -170,8 +194,31 @@ impl Config {
             peers,
             routes,
             proxy,
+            verification,
         })
     }
+}
+
+fn verification(section: VerificationSection) -> anyhow::Result<Verification> {
+    let number = normalize_number(section.number.as_bytes())
+        .map_err(|e| anyhow::anyhow!("verification.number '{}': {e}", section.number))?;
+    if section.trunk.port() == 0 || section.trunk.ip().is_unspecified() {
+        bail!(
+            "verification.trunk: {} is not a trunk address",
+            section.trunk
+        );
+    }
+    if section.local.port() == 0 || section.local.ip().is_unspecified() {
+        bail!(
+            "verification.local: {} must be a specific address and port (it goes into SIP headers)",
+            section.local
+        );
+    }
+    Ok(Verification {
+        trunk: section.trunk,
+        number,
+        local: section.local,
+    })
 }
 
 #[cfg(test)]
@@ -210,6 +257,20 @@ mod tests {
             normalize_number(b"15550100001").unwrap()
         );
         assert_eq!(config.routes[1].peer_id, 1);
+    }
+
+    #[test]
+    fn parses_the_verification_section() {
+        let config = Config::parse(
+            "[verification]\ntrunk = \"203.0.113.2:5060\"\nnumber = \"+1 555 010 9000\"\n\
+             local = \"203.0.113.1:5070\"\n",
+        )
+        .unwrap();
+        let v = config.verification.unwrap();
+        assert_eq!(v.trunk, "203.0.113.2:5060".parse().unwrap());
+        assert_eq!(v.number, normalize_number(b"15550109000").unwrap());
+        assert_eq!(v.local, "203.0.113.1:5070".parse().unwrap());
+        assert_eq!(Config::parse(GOOD).unwrap().verification, None);
     }
 
     #[test]
@@ -267,6 +328,19 @@ mod tests {
                 "[[trunks]]\nname = \"t\"\naddress = \"203.0.113.2:5060\"\n[[trunks]]\nname = \"t\"\naddress = \"203.0.113.3:5060\"",
                 "trunks[1].name",
             ),
+            (
+                "[verification]\ntrunk = \"203.0.113.2:5060\"\nnumber = \"x\"\nlocal = \"203.0.113.1:5070\"",
+                "verification.number",
+            ),
+            (
+                "[verification]\ntrunk = \"203.0.113.2:5060\"\nnumber = \"1\"\nlocal = \"0.0.0.0:5070\"",
+                "verification.local",
+            ),
+            (
+                "[verification]\ntrunk = \"203.0.113.2:0\"\nnumber = \"1\"\nlocal = \"203.0.113.1:5070\"",
+                "verification.trunk",
+            ),
+            ("[verification]\ntrunk = \"203.0.113.2:5060\"", "number"),
         ];
         for (text, key) in cases {
             let error = error_of(text);

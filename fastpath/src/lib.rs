@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod maps;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod sip;

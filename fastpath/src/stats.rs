@@ -44,3 +44,39 @@ impl fmt::Display for Counters {
         Ok(())
     }
 }
+
+/// What the fast path sent to one peer, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    pub peer_id: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl PeerTraffic {
+    /// Every peer slot that has seen traffic, from the pinned `PEER_STATS` map.
+    pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<Vec<PeerTraffic>> {
+        let data = crate::maps::open_pinned(pin_dir, maps::PEER_STATS)?;
+        let map: PerCpuArray<_, maps::PeerCounters> =
+            PerCpuArray::try_from(Map::PerCpuArray(data))?;
+        let mut out = Vec::new();
+        for peer_id in 0..maps::MAX_PEERS {
+            let per_cpu = map.get(&peer_id, 0)?;
+            let traffic = per_cpu.iter().fold(
+                PeerTraffic {
+                    peer_id,
+                    ..Default::default()
+                },
+                |sum, c| PeerTraffic {
+                    packets: sum.packets + c.packets,
+                    bytes: sum.bytes + c.bytes,
+                    ..sum
+                },
+            );
+            if traffic.packets != 0 {
+                out.push(traffic);
+            }
+        }
+        Ok(out)
+    }
+}

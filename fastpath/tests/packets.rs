@@ -1084,6 +1084,85 @@ fn hit_back_out_of_the_ingress_goes_by_tx() -> Result<()> {
     })
 }
 
+/// The program keeps each peer's FIB answer for a while; a peer that moves must not be
+/// sent to its old next hop: the very next packet goes to the new address.
+#[test]
+fn a_moved_peer_gets_a_new_next_hop_at_once() -> Result<()> {
+    with_gateway("pkmov", |gw| {
+        let spec = v4_frame(&invite(V4_NUMBER));
+        gw.assert_forwarded("before the move", &spec)?;
+        gw.assert_forwarded("from the cached next hop", &spec)?;
+        let moved = CONFIG.replace("198.51.100.2:5060", "192.0.2.2:5060");
+        let config = fastpath::config::Config::parse(&moved)?;
+        fastpath::maps::apply_config(&mut gw.xdp.ebpf, &config, 2)?;
+        let to = gw.to_caller;
+        gw.assert_sent("after the move", &spec, to)?;
+        Ok(())
+    })
+}
+
+/// Every forwarded frame is counted for its peer, packets and bytes; nothing else is.
+#[test]
+fn forwarded_frames_are_counted_per_peer() -> Result<()> {
+    with_gateway("pkpst", |gw| {
+        let v4 = build(&v4_frame(&invite(V4_NUMBER)));
+        let v6 = build(&v6_frame(&invite(V6_NUMBER)));
+        for _ in 0..3 {
+            gw.assert_forwarded("IPv4", &v4_frame(&invite(V4_NUMBER)))?;
+        }
+        gw.assert_forwarded("IPv6", &v6_frame(&invite(V6_NUMBER)))?;
+        gw.xdp.assert_pass(
+            "a miss",
+            &build(&v4_frame(&invite(UNREGISTERED))),
+            Some(gw.md),
+            Counter::Miss,
+        );
+        let mut traffic = fastpath::stats::PeerTraffic::read_pinned(gw.xdp.pin_dir())?;
+        traffic.sort_by_key(|t| t.packets);
+        let seen: Vec<(u64, u64)> = traffic.iter().map(|t| (t.packets, t.bytes)).collect();
+        ensure!(
+            seen == [(1, v6.len() as u64), (3, 3 * v4.len() as u64)],
+            "per-peer counters {traffic:?}"
+        );
+        ensure!(traffic[0].peer_id != traffic[1].peer_id);
+        Ok(())
+    })
+}
+
+/// `/metrics` shows the outcome and per-peer counters as they stand in the pinned maps,
+/// in an exposition that `promtool check metrics` accepts.
+#[test]
+fn metrics_expose_the_pinned_counters() -> Result<()> {
+    with_gateway("pkmet", |gw| {
+        let v4 = build(&v4_frame(&invite(V4_NUMBER)));
+        for _ in 0..2 {
+            gw.assert_forwarded("IPv4", &v4_frame(&invite(V4_NUMBER)))?;
+        }
+        gw.xdp.assert_pass(
+            "a miss",
+            &build(&v4_frame(&invite(UNREGISTERED))),
+            Some(gw.md),
+            Counter::Miss,
+        );
+        let metrics = fastpath::metrics::Metrics::new(gw.xdp.pin_dir().to_path_buf())?;
+        let text = metrics.render();
+        for line in [
+            "fastpath_xdp_packets_total{outcome=\"hit\"} 2".to_string(),
+            "fastpath_xdp_packets_total{outcome=\"miss\"} 1".to_string(),
+            "fastpath_xdp_packets_total{outcome=\"not_sip\"} 0".to_string(),
+            "fastpath_xdp_peer_packets_total{peer=\"198.51.100.2:5060\"} 2".to_string(),
+            format!(
+                "fastpath_xdp_peer_bytes_total{{peer=\"198.51.100.2:5060\"}} {}",
+                2 * v4.len()
+            ),
+            "fastpath_routes_capacity 1024".to_string(),
+        ] {
+            ensure!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        fastpath_tests::promtool_check_metrics(&text)
+    })
+}
+
 /// RFC 1071 sum of `data` folded to 16 bits, starting from `sum`.
 fn ones_sum(data: &[u8], mut sum: u32) -> u16 {
     for word in data.chunks(2) {

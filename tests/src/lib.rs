@@ -8,10 +8,12 @@ pub mod gateway;
 pub mod netns;
 pub mod packet;
 pub mod process;
+pub mod promtool;
 pub mod sipp;
 
 pub use gateway::Gateway;
 pub use netns::{Host, Iface, Topology};
 pub use packet::FrameSpec;
 pub use process::ChildGuard;
+pub use promtool::promtool_check_metrics;
 pub use sipp::{UacReport, Uas, UasReport, uac_call};

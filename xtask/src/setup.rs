@@ -30,6 +30,7 @@ pub fn run() -> Result<()> {
     install_packages()?;
     install_rust_src()?;
     install_bpf_linker()?;
+    install_promtool()?;
     mount_bpffs()
 }
 
@@ -108,6 +109,51 @@ fn install_bpf_linker() -> Result<()> {
         bail!("cargo install bpf-linker failed");
     }
     Ok(())
+}
+
+/// `promtool`, which the metrics tests run, is in Debian's prometheus package; installing
+/// that would also install (and on some machines start) a Prometheus server, so only the
+/// one binary is taken out of the package.
+fn install_promtool() -> Result<()> {
+    let present = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    step("installing promtool (from Debian's prometheus package, without its server)");
+    let dir = std::env::temp_dir().join(format!("fastpath-promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| {
+        let download = |dir: &std::path::Path| {
+            Command::new("apt-get")
+                .args(["download", "-q", "prometheus"])
+                .current_dir(dir)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !download(&dir) {
+            sh("apt-get", &["update", "-q"])?;
+            download(&dir)
+                .then_some(())
+                .context("apt-get download prometheus failed")?;
+        }
+        let deb = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("no .deb downloaded")?;
+        let root = dir.join("root");
+        sh(
+            "dpkg-deb",
+            &["-x", &deb.to_string_lossy(), &root.to_string_lossy()],
+        )?;
+        std::fs::copy(root.join("usr/bin/promtool"), "/usr/local/bin/promtool")
+            .context("copying promtool to /usr/local/bin")?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn mount_bpffs() -> Result<()> {

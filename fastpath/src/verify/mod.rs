@@ -7,6 +7,17 @@
 
 use std::{future::Future, time::Duration};
 
+mod call;
+mod compose;
+pub mod dtmf;
+pub mod missed_call;
+pub mod sdp;
+pub mod sip;
+mod transport;
+pub mod trunk;
+
+pub use trunk::{SipTrunkChannel, Timers};
+
 /// How a number's owner proves control of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,0 +1,173 @@
+//! Prometheus exposition: the XDP program's counters, read from the pinned maps at scrape
+//! time, and whatever the daemon's parts register beside them.
+//!
+//! Names follow Prometheus conventions: a `fastpath_` prefix, `_total` on counters, base
+//! units (`_bytes`, `_seconds`).
+
+use std::{net::IpAddr, path::PathBuf};
+
+use aya::maps::{Array, Map};
+use fastpath_common::{
+    Counter,
+    maps::{self, FAMILY_IPV4, FAMILY_IPV6, PeerValue},
+};
+use prometheus::{
+    Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+use tracing::warn;
+
+use crate::stats::{Counters, PeerTraffic};
+
+/// Everything `/metrics` shows.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    /// A registry with the fast path's counters (from the maps pinned in `pin_dir`) and the
+    /// daemon process's own (CPU, memory, file descriptors).
+    pub fn new(pin_dir: PathBuf) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        registry.register(Box::new(XdpCollector::new(pin_dir)?))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Self { registry })
+    }
+
+    /// Where the daemon's parts register their metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            warn!(%error, "encoding metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Reads the XDP counters at each scrape: the maps are the truth, and a scrape costs one
+/// lookup per counter plus one per peer slot.
+struct XdpCollector {
+    pin_dir: PathBuf,
+    packets: IntCounterVec,
+    peer_packets: IntCounterVec,
+    peer_bytes: IntCounterVec,
+    routes_capacity: IntGauge,
+    descs: Vec<Desc>,
+}
+
+impl XdpCollector {
+    fn new(pin_dir: PathBuf) -> anyhow::Result<Self> {
+        let packets = IntCounterVec::new(
+            Opts::new(
+                "fastpath_xdp_packets_total",
+                "Packets seen by the XDP program, by outcome (hit = sent to a peer in the kernel).",
+            ),
+            &["outcome"],
+        )?;
+        let peer_packets = IntCounterVec::new(
+            Opts::new(
+                "fastpath_xdp_peer_packets_total",
+                "Packets the XDP program sent to each peer.",
+            ),
+            &["peer"],
+        )?;
+        let peer_bytes = IntCounterVec::new(
+            Opts::new(
+                "fastpath_xdp_peer_bytes_total",
+                "Bytes (whole frames) the XDP program sent to each peer.",
+            ),
+            &["peer"],
+        )?;
+        let routes_capacity = IntGauge::new(
+            "fastpath_routes_capacity",
+            "Entries the ROUTES map can hold.",
+        )?;
+        let descs = [
+            packets.desc(),
+            peer_packets.desc(),
+            peer_bytes.desc(),
+            routes_capacity.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        Ok(Self {
+            pin_dir,
+            packets,
+            peer_packets,
+            peer_bytes,
+            routes_capacity,
+            descs,
+        })
+    }
+
+    fn refresh(&self) -> anyhow::Result<()> {
+        let counters = Counters::read_pinned(&self.pin_dir)?;
+        for counter in Counter::ALL {
+            let metric = self.packets.with_label_values(&[counter.name()]);
+            metric.reset();
+            metric.inc_by(counters.get(counter));
+        }
+        let peers = Array::<_, PeerValue>::try_from(Map::Array(crate::maps::open_pinned(
+            &self.pin_dir,
+            maps::PEERS,
+        )?))?;
+        self.peer_packets.reset();
+        self.peer_bytes.reset();
+        for traffic in PeerTraffic::read_pinned(&self.pin_dir)? {
+            let peer = peers
+                .get(&traffic.peer_id, 0)
+                .map_or_else(|_| format!("#{}", traffic.peer_id), |p| peer_label(&p));
+            self.peer_packets
+                .with_label_values(&[&peer])
+                .inc_by(traffic.packets);
+            self.peer_bytes
+                .with_label_values(&[&peer])
+                .inc_by(traffic.bytes);
+        }
+        let routes = crate::maps::open_pinned(&self.pin_dir, maps::ROUTES)?;
+        self.routes_capacity
+            .set(routes.info()?.max_entries().into());
+        Ok(())
+    }
+}
+
+impl Collector for XdpCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        if let Err(error) = self.refresh() {
+            // No program loaded (e.g. --no-xdp): the families are simply absent.
+            warn!(%error, "reading the XDP counters");
+            return Vec::new();
+        }
+        [
+            self.packets.collect(),
+            self.peer_packets.collect(),
+            self.peer_bytes.collect(),
+            self.routes_capacity.collect(),
+        ]
+        .concat()
+    }
+}
+
+/// A peer as `address:port`, the way operators configure it.
+fn peer_label(peer: &PeerValue) -> String {
+    let ip = match peer.family {
+        FAMILY_IPV4 => IpAddr::from([peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]]),
+        FAMILY_IPV6 => IpAddr::from(peer.addr),
+        _ => return "unknown".into(),
+    };
+    std::net::SocketAddr::new(ip, peer.port).to_string()
+}
