@@ -20,6 +20,7 @@
 //! must show exactly one expected outcome per timed run, or the benchmark fails.
 
 mod frames;
+mod proxy;
 mod rawbpf;
 mod sync;
 
@@ -74,7 +75,23 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 31,
           value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
-    /// Only the registry → ROUTES cache-sync benchmarks.
+    /// Skip the XDP per-packet benchmark.
+    #[arg(long)]
+    skip_xdp: bool,
+    /// Skip the userspace proxy throughput benchmark (`proxy_invites_per_s`).
+    #[arg(long)]
+    skip_proxy: bool,
+    /// Interleaved rounds of the proxy benchmark (best of each target is reported).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=10))]
+    proxy_rounds: u32,
+    /// Skip Kamailio in the proxy benchmark.
+    #[arg(long)]
+    skip_kamailio: bool,
+    /// Skip the registry → ROUTES cache-sync benchmarks.
+    #[arg(long)]
+    skip_sync: bool,
+    /// Only the cache-sync benchmarks (no topology, no traffic).
     #[arg(long)]
     sync_only: bool,
 }
@@ -132,17 +149,40 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
     }
-    if args.sync_only {
-        // Standalone maps, no traffic: no topology needed.
-        let results = sync::run()?;
-        if let Some(path) = &args.json {
-            let doc = serde_json::json!({ "results": results });
-            std::fs::write(path, format!("{doc:#}\n"))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-        return Ok(());
+    let started = Instant::now();
+    let mut results = Vec::new();
+    if !args.skip_xdp && !args.sync_only {
+        results.extend(xdp_bench(&args)?);
     }
+    if !args.skip_proxy && !args.sync_only {
+        check_stop()?;
+        let prefix = "pxb";
+        for (name, value, unit) in proxy::run(
+            prefix,
+            proxy::Plan::FULL,
+            !args.skip_kamailio,
+            args.proxy_rounds,
+        )? {
+            println!("{name:<40} {value:>14.0} {unit}");
+            results.push(serde_json::json!({"name": name, "value": value, "unit": unit}));
+        }
+    }
+    if !args.skip_sync {
+        check_stop()?;
+        results.extend(sync::run()?);
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "results": results });
+        std::fs::write(path, format!("{doc:#}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The XDP per-packet benchmark; its JSON rows.
+fn xdp_bench(args: &Args) -> anyhow::Result<Vec<serde_json::Value>> {
     // Declared first, dropped last: the namespaces outlive everything that uses them.
     let prefix = topology_prefix();
     eprintln!("building topology {prefix:?}...");
@@ -167,22 +207,14 @@ fn main() -> anyhow::Result<()> {
         std::process::id()
     )));
 
-    let started = Instant::now();
     let report = std::thread::scope(|scope| {
         scope
-            .spawn(|| bench(&args, &topo, &pin.0))
+            .spawn(|| bench(args, &topo, &pin.0))
             .join()
             .map_err(|_| anyhow!("benchmark thread panicked"))
     })??;
-    report.print(&args);
-    let sync_results = sync::run()?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, report.json(&sync_results))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(())
+    report.print(args);
+    Ok(report.json())
 }
 
 /// One kind of packet, and how to run it.
@@ -529,7 +561,7 @@ impl Report {
         }
     }
 
-    fn json(&self, extra: &[serde_json::Value]) -> String {
+    fn json(&self) -> Vec<serde_json::Value> {
         let mut results = Vec::new();
         let mut all_drop = Vec::new();
         for (label, _, paths) in &self.sizes {
@@ -550,9 +582,7 @@ impl Report {
         for (label, _, secs) in &self.fills {
             results.push(serde_json::json!({"name": format!("routes_fill_{label}_s"), "value": secs, "unit": "s"}));
         }
-        results.extend_from_slice(extra);
-        let doc = serde_json::json!({ "results": results });
-        format!("{doc:#}\n")
+        results
     }
 }
 

@@ -21,6 +21,12 @@ struct File {
     #[serde(default)]
     routes: Vec<RouteEntry>,
     #[serde(default)]
+    proxy: crate::proxy::settings::ProxySection,
+    #[serde(default)]
+    health: crate::proxy::settings::HealthSection,
+    #[serde(default)]
+    trunks: Vec<crate::proxy::settings::TrunkEntry>,
+    #[serde(default)]
     verification: Option<VerificationSection>,
     registry: Option<RegistrySection>,
     api: Option<ApiSection>,
@@ -197,6 +203,8 @@ pub struct Config {
     /// Peer id (index into `PEERS`) is the position in this list.
     pub peers: Vec<Peer>,
     pub routes: Vec<Route>,
+    /// The userspace proxy: its addresses, the standard route's trunks, peer health.
+    pub proxy: crate::proxy::settings::ProxyConfig,
     pub verification: Option<Verification>,
     pub registry: Option<RegistryConfig>,
     pub api: Option<ApiConfig>,
@@ -289,6 +297,8 @@ impl Config {
                 file.xdp.max_routes
             );
         }
+        let proxy =
+            crate::proxy::settings::ProxyConfig::validate(file.proxy, file.health, file.trunks)?;
         let verification = file.verification.map(verification).transpose()?;
         let peers = file
             .peers
@@ -318,6 +328,7 @@ impl Config {
             local_only: file.xdp.local_only,
             peers,
             routes,
+            proxy,
             verification,
             registry,
             api,
@@ -421,6 +432,12 @@ mod tests {
         let config = Config::parse("").unwrap();
         assert_eq!(config.sip_ports, [DEFAULT_SIP_PORT]);
         assert!(config.routes.is_empty());
+        assert!(
+            config.proxy.listen.is_empty(),
+            "no [proxy]: the proxy is off"
+        );
+        assert_eq!(config.proxy.trunk_timeout.as_millis(), 2000);
+        assert!(config.proxy.health.enabled);
     }
 
     fn error_of(text: &str) -> String {
@@ -454,6 +471,17 @@ mod tests {
                 "address",
             ),
             ("bogus = 1", "bogus"),
+            ("[proxy]\nlisten = [\"0.0.0.0:5060\"]", "proxy.listen[0]"),
+            ("[proxy]\nworkers = 0", "proxy.workers"),
+            ("[health]\nmisses = 0", "health.misses"),
+            (
+                "[[trunks]]\nname = \"t\"\naddress = \"203.0.113.2:5060\"\nweight = 0",
+                "trunks[0].weight",
+            ),
+            (
+                "[[trunks]]\nname = \"t\"\naddress = \"203.0.113.2:5060\"\n[[trunks]]\nname = \"t\"\naddress = \"203.0.113.3:5060\"",
+                "trunks[1].name",
+            ),
             (
                 "[verification]\ntrunk = \"203.0.113.2:5060\"\nnumber = \"x\"\nlocal = \"203.0.113.1:5070\"",
                 "verification.number",

@@ -1,10 +1,18 @@
 //! `fastpath`: the SIP edge gateway daemon and its command line.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fastpath::{config::Config, maps, stats::Counters, xdp};
+use fastpath::{
+    config::Config,
+    maps,
+    metrics::Metrics,
+    proxy::{health::StateWriter, service as proxy_service},
+    routing::RouteTable,
+    stats::Counters,
+    xdp,
+};
 use fastpath_common::maps::PIN_DIR;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -21,8 +29,12 @@ enum Command {
     /// Load the XDP fast path, fill its routes from the config, and run until SIGTERM.
     Run {
         /// Interface to attach to (repeat for several; the fast path may redirect between them).
-        #[arg(long = "iface", required = true)]
+        #[arg(long = "iface", required_unless_present = "no_xdp")]
         ifaces: Vec<String>,
+        /// No XDP fast path: every call goes through the userspace proxy, with the same
+        /// routing decisions.
+        #[arg(long)]
+        no_xdp: bool,
         /// TOML configuration file (peers, static routes, SIP ports).
         #[arg(long, env = "FASTPATH_CONFIG")]
         config: PathBuf,
@@ -44,8 +56,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Register, verify, list and revoke numbers through the running daemon's API.
-    Numbers(fastpath::api::cli::NumbersArgs),
     /// Detach a program left forwarding by `run --keep-attached`.
     Detach {
         #[arg(long = "iface", required = true)]
@@ -79,11 +89,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             keep_attached,
             xdp_mode,
             pin_dir,
+            no_xdp,
         } => {
             let config = Config::load(&config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
+            let ifaces = if no_xdp { Vec::new() } else { ifaces };
             runtime.block_on(daemon(ifaces, config, keep_attached, xdp_mode, pin_dir))
         }
         Command::Stats { pin_dir, json } => {
@@ -95,7 +107,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Numbers(args) => fastpath::api::cli::run(args),
         Command::Detach {
             ifaces,
             pin_dir,
@@ -122,58 +133,74 @@ async fn daemon(
     mode: xdp::Mode,
     pin_dir: PathBuf,
 ) -> anyhow::Result<()> {
-    let mut ebpf = xdp::load(&pin_dir, config.max_routes)?;
-    match aya_log::EbpfLogger::init(&mut ebpf) {
-        Ok(logger) => {
-            tokio::spawn(forward_ebpf_logs(logger));
-        }
-        Err(error) => warn!(%error, "eBPF logs unavailable"),
-    }
-    let generation = now_generation();
-    // With a registry, `sync` owns the routes (and keeps the config's as static ones).
-    let _registry = if config.registry.is_some() {
-        maps::write_settings(&mut ebpf, &config)?;
-        Some(start_registry(&config, &pin_dir, generation).await?)
-    } else {
-        let report = maps::apply_config(&mut ebpf, &config, generation)?;
-        info!(
-            routes = report.routes,
-            removed = report.removed,
-            peers = report.peers,
-            "routes synced"
-        );
+    // The one route table: the proxy reads it, the map writer mirrors it into the kernel.
+    let table = Arc::new(RouteTable::from_config(&config));
+    let fast_path = if ifaces.is_empty() {
+        info!("--no-xdp: every call goes through the userspace proxy");
         None
+    } else {
+        match start_fast_path(&ifaces, &config, &table, mode, &pin_dir) {
+            Ok(fast_path) => Some(fast_path),
+            // The product must work on any Linux box: the proxy takes every call instead.
+            Err(error) => {
+                warn!(
+                    "XDP fast path unavailable, every call goes through the userspace proxy: {error:#}"
+                );
+                None
+            }
+        }
     };
-    if config.local_only {
+    let writer: Option<StateWriter> = fast_path.as_ref().map(|_| {
+        let pin_dir = pin_dir.clone();
+        let table = Arc::clone(&table);
+        // By address: with a registry, the sync numbers the PEERS slots, not the config.
+        Box::new(
+            move |id: u32, up: bool| match table.peers().get(id as usize) {
+                Some(peer) => maps::set_peer_state(&pin_dir, peer.address, up),
+                None => Ok(()),
+            },
+        ) as StateWriter
+    });
+    // With a registry, its sync owns ROUTES and PEERS (keeping the config's routes as
+    // static ones); it needs the fast path's pinned maps.
+    let _registry = match (&config.registry, &fast_path) {
+        (Some(_), Some(_)) => Some(start_registry(&config, &pin_dir).await?),
+        (Some(_), None) => {
+            warn!("[registry] needs the XDP fast path's maps: registered numbers are not routed");
+            None
+        }
+        (None, _) => None,
+    };
+    if fast_path.is_some() && config.local_only {
         maps::set_local_addrs(&pin_dir, &maps::local_addresses()?)?;
         tokio::spawn(refresh_local_addrs(pin_dir.clone()));
     }
+    let proxy = proxy_service::start(&config, Arc::clone(&table), writer)?;
     if let Some(listen) = config.metrics_listen {
-        let metrics = fastpath::metrics::Metrics::new(pin_dir.clone())?;
+        let metrics = Metrics::new(fast_path.as_ref().map(|_| pin_dir.clone()))?;
         if let Some(registry) = &_registry {
             metrics.register_sync(registry.counters.clone())?;
+        }
+        if let Some(proxy) = &proxy {
+            metrics.register_proxy(Arc::clone(&proxy.counters))?;
         }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("metrics: cannot listen on {listen}"))?;
         info!(addr = %listener.local_addr()?, "metrics at /metrics");
-        let metrics = std::sync::Arc::new(metrics);
         tokio::spawn(async move {
-            if let Err(error) = fastpath::metrics::serve(listener, metrics).await {
+            if let Err(error) = fastpath::metrics::serve(listener, Arc::new(metrics)).await {
                 warn!(error = format!("{error:#}"), "metrics endpoint stopped");
             }
         });
     }
-
-    let mut attachments = Vec::new();
-    for iface in &ifaces {
-        let attachment = xdp::attach(&mut ebpf, iface, mode, &pin_dir)?;
-        info!(iface, ifindex = attachment.ifindex, mode = ?attachment.mode, "attached");
-        attachments.push(attachment);
+    match (&fast_path, &proxy) {
+        (Some(_), _) => info!(pin_dir = %pin_dir.display(), "fast path running"),
+        (None, Some(_)) => info!("proxy running without the fast path"),
+        (None, None) => anyhow::bail!(
+            "neither the fast path nor the proxy runs: configure [proxy] listen addresses"
+        ),
     }
-    let ifindexes: Vec<u32> = attachments.iter().map(|a| a.ifindex).collect();
-    maps::set_egress(&mut ebpf, &ifindexes)?;
-    info!(pin_dir = %pin_dir.display(), "fast path running");
 
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -181,17 +208,72 @@ async fn daemon(
         _ = term.recv() => info!("SIGTERM"),
         _ = interrupt.recv() => info!("SIGINT"),
     }
-    if let Ok(counters) = Counters::read_pinned(&pin_dir) {
-        info!(counters = %counters.to_json(), "final counters");
+    if let Some(proxy) = proxy {
+        info!(counters = %proxy.counters.to_json(), "final proxy counters");
+        proxy.stop();
     }
-    for attachment in attachments {
-        if keep_attached {
-            attachment.keep();
-        } else {
-            attachment.detach()?;
+    if let Some((_ebpf, attachments)) = fast_path {
+        if let Ok(counters) = Counters::read_pinned(&pin_dir) {
+            info!(counters = %counters.to_json(), "final counters");
+        }
+        for attachment in attachments {
+            if keep_attached {
+                attachment.keep();
+            } else {
+                attachment.detach()?;
+            }
         }
     }
     Ok(())
+}
+
+/// Loads the XDP program, fills its maps from the config and attaches it everywhere; on
+/// any failure, whatever was attached is detached again.
+fn start_fast_path(
+    ifaces: &[String],
+    config: &Config,
+    table: &RouteTable,
+    mode: xdp::Mode,
+    pin_dir: &std::path::Path,
+) -> anyhow::Result<(aya::Ebpf, Vec<xdp::Attachment>)> {
+    let mut ebpf = xdp::load(pin_dir, config.max_routes)?;
+    match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => {
+            tokio::spawn(forward_ebpf_logs(logger));
+        }
+        Err(error) => warn!(%error, "eBPF logs unavailable"),
+    }
+    maps::write_settings(&mut ebpf, config)?;
+    // With a registry, its sync fills the routes (see `start_registry`): writing the
+    // config's alone first would drop adopted routes for a moment.
+    if config.registry.is_none() {
+        let report = maps::sync_table(&mut ebpf, table, now_generation())?;
+        info!(
+            routes = report.routes,
+            removed = report.removed,
+            peers = report.peers,
+            "routes synced"
+        );
+    }
+
+    let mut attachments = Vec::new();
+    for iface in ifaces {
+        match xdp::attach(&mut ebpf, iface, mode, pin_dir) {
+            Ok(attachment) => {
+                info!(iface, ifindex = attachment.ifindex, mode = ?attachment.mode, "attached");
+                attachments.push(attachment);
+            }
+            Err(error) => {
+                for attachment in attachments {
+                    let _ = attachment.detach();
+                }
+                return Err(error);
+            }
+        }
+    }
+    let ifindexes: Vec<u32> = attachments.iter().map(|a| a.ifindex).collect();
+    maps::set_egress(&mut ebpf, &ifindexes)?;
+    Ok((ebpf, attachments))
 }
 
 /// The registry, delivering codes through the carrier trunk of `[verification]` (or, without
@@ -199,9 +281,9 @@ async fn daemon(
 async fn start_registry(
     config: &Config,
     pin_dir: &std::path::Path,
-    generation: u32,
 ) -> anyhow::Result<fastpath::registry::daemon::Running> {
     use fastpath::{registry::daemon, verify::SipTrunkChannel};
+    let generation = now_generation();
     match &config.verification {
         Some(v) => {
             let trunk = SipTrunkChannel::bind(v.local, v.trunk)

@@ -14,7 +14,10 @@ use fastpath_common::{
     },
 };
 
-use crate::config::{Config, Peer};
+use crate::{
+    config::Config,
+    routing::{Peer, RouteTable},
+};
 
 /// What a sync changed, for the log.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -32,10 +35,21 @@ pub fn apply_config(
     generation: u32,
 ) -> anyhow::Result<SyncReport> {
     write_settings(ebpf, config)?;
+    sync_table(ebpf, &RouteTable::from_config(config), generation)
+}
 
+/// Makes `PEERS` and `ROUTES` mirror the route table the proxy reads (peer states too), so
+/// the two paths decide alike.
+pub fn sync_table(
+    ebpf: &mut Ebpf,
+    table: &RouteTable,
+    generation: u32,
+) -> anyhow::Result<SyncReport> {
+    let table_peers = table.peers();
+    let table_routes = table.routes();
     let mut peers: Array<_, PeerValue> = Array::try_from(map(ebpf, maps::PEERS)?)?;
     for id in 0..MAX_PEERS {
-        let value = config.peers.get(id as usize).map_or(EMPTY_PEER, peer_value);
+        let value = table_peers.get(id as usize).map_or(EMPTY_PEER, peer_value);
         if peers.get(&id, 0)? != value {
             peers
                 .set(id, value, 0)
@@ -44,7 +58,7 @@ pub fn apply_config(
     }
 
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(map(ebpf, maps::ROUTES)?)?;
-    let wanted: HashSet<RouteKey> = config.routes.iter().map(|r| r.key).collect();
+    let wanted: HashSet<RouteKey> = table_routes.keys().copied().collect();
     let stale: Vec<RouteKey> = routes
         .keys()
         .filter_map(Result::ok)
@@ -53,19 +67,19 @@ pub fn apply_config(
     for key in &stale {
         routes.remove(key).context("removing a stale route")?;
     }
-    for route in &config.routes {
+    for (&key, &peer_id) in table_routes.iter() {
         let value = RouteValue {
-            peer_id: route.peer_id,
+            peer_id,
             generation,
         };
         routes
-            .insert(route.key, value, 0)
-            .with_context(|| format!("writing route {} (ROUTES full?)", route.number))?;
+            .insert(key, value, 0)
+            .with_context(|| format!("writing route {key:?} (ROUTES full?)"))?;
     }
     Ok(SyncReport {
-        routes: config.routes.len(),
+        routes: table_routes.len(),
         removed: stale.len(),
-        peers: config.peers.len(),
+        peers: table_peers.len(),
     })
 }
 
@@ -124,7 +138,10 @@ pub const EMPTY_PEER: PeerValue = PeerValue {
 };
 
 fn peer_value(peer: &Peer) -> PeerValue {
-    peer_value_for(peer.address)
+    PeerValue {
+        state: if peer.up { PEER_UP } else { maps::PEER_DOWN },
+        ..peer_value_for(peer.address)
+    }
 }
 
 /// The `PEERS` slot for a peer at `address`, marked up.
@@ -140,7 +157,6 @@ pub fn peer_value_for(address: std::net::SocketAddr) -> PeerValue {
             FAMILY_IPV6
         }
     };
-    // Health checks (OPTIONS) arrive with the proxy; until then a configured peer is up.
     PeerValue {
         addr,
         port: address.port(),
@@ -213,4 +229,27 @@ pub fn local_addresses() -> anyhow::Result<Vec<std::net::IpAddr>> {
         .into_iter()
         .map(|iface| iface.ip())
         .collect())
+}
+
+/// Sets the up/down state of the `PEERS` slot of the peer at `address` (health checks call
+/// this), so that the XDP program passes a down peer's calls on to the proxy. Slots are
+/// found by address: with a registry, its sync numbers them.
+pub fn set_peer_state(
+    pin_dir: &std::path::Path,
+    address: std::net::SocketAddr,
+    up: bool,
+) -> anyhow::Result<()> {
+    let data = open_pinned(pin_dir, maps::PEERS)?;
+    let mut peers: Array<_, PeerValue> = Array::try_from(aya::maps::Map::Array(data))?;
+    let wanted = peer_value_for(address);
+    for id in 0..MAX_PEERS {
+        let mut value = peers.get(&id, 0)?;
+        if (value.addr, value.port, value.family) == (wanted.addr, wanted.port, wanted.family) {
+            value.state = if up { PEER_UP } else { maps::PEER_DOWN };
+            peers
+                .set(id, value, 0)
+                .with_context(|| format!("writing PEERS[{id}]"))?;
+        }
+    }
+    Ok(())
 }

@@ -30,11 +30,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A registry with the fast path's counters (from the maps pinned in `pin_dir`) and the
-    /// daemon process's own (CPU, memory, file descriptors).
-    pub fn new(pin_dir: PathBuf) -> anyhow::Result<Self> {
+    /// A registry with the fast path's counters (from the maps pinned in `pin_dir`, when
+    /// the fast path runs) and the daemon process's own (CPU, memory, file descriptors).
+    pub fn new(pin_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let registry = Registry::new();
-        registry.register(Box::new(XdpCollector::new(pin_dir)?))?;
+        if let Some(pin_dir) = pin_dir {
+            registry.register(Box::new(XdpCollector::new(pin_dir)?))?;
+        }
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -44,6 +46,28 @@ impl Metrics {
     /// Where the daemon's parts register their metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The proxy's outcome and health-transition counters, as `fastpath_<name>`.
+    pub fn register_proxy(
+        &self,
+        counters: Arc<crate::proxy::counters::ProxyCounters>,
+    ) -> anyhow::Result<()> {
+        use crate::proxy::counters::ProxyCounter;
+        for &counter in ProxyCounter::ALL {
+            let metric = prometheus::IntCounter::new(
+                format!("fastpath_{}", counter.name()),
+                counter.help(),
+            )?;
+            self.registry.register(Box::new(LiveCounter {
+                metric,
+                read: {
+                    let counters = Arc::clone(&counters);
+                    Box::new(move || counters.get(counter))
+                },
+            }))?;
+        }
+        Ok(())
     }
 
     /// The registry sync's state: routes and peers in the maps, updates, reconciles and the
@@ -283,5 +307,23 @@ impl Collector for SyncCollector {
             self.repairs.collect(),
         ]
         .concat()
+    }
+}
+
+/// A counter whose value lives elsewhere (an atomic), read at scrape time.
+struct LiveCounter {
+    metric: prometheus::IntCounter,
+    read: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl Collector for LiveCounter {
+    fn desc(&self) -> Vec<&Desc> {
+        self.metric.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.metric.reset();
+        self.metric.inc_by((self.read)());
+        self.metric.collect()
     }
 }

@@ -1153,7 +1153,7 @@ fn metrics_expose_the_pinned_counters() -> Result<()> {
             Some(gw.md),
             Counter::Miss,
         );
-        let metrics = fastpath::metrics::Metrics::new(gw.xdp.pin_dir().to_path_buf())?;
+        let metrics = fastpath::metrics::Metrics::new(Some(gw.xdp.pin_dir().to_path_buf()))?;
         let text = metrics.render();
         for line in [
             "fastpath_xdp_packets_total{outcome=\"hit\"} 2".to_string(),

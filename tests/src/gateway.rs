@@ -85,7 +85,9 @@ impl Gateway {
     fn wait_running(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.log_text().contains("fast path running") {
+            let log = self.log_text();
+            // "proxy running …" when the daemon runs without the XDP program.
+            if log.contains("fast path running") || log.contains("proxy running") {
                 return Ok(());
             }
             if let Some(status) = self.daemon.try_wait()? {

@@ -217,6 +217,50 @@ impl Topology {
         ChildGuard::spawn(self.command(host, args).stdin(Stdio::null()))
     }
 
+    /// A UDP socket bound to `addr` inside `host`'s namespace, for tests that send and
+    /// receive raw SIP. A socket belongs to the namespace it was made in, so a short-lived
+    /// thread enters the namespace (setns affects only the calling thread), makes it, and
+    /// hands it back.
+    pub fn udp_socket(
+        &self,
+        host: Host,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::UdpSocket> {
+        let path = Path::new("/run/netns").join(self.ns_name(host));
+        std::thread::spawn(move || -> Result<std::net::UdpSocket> {
+            let ns = std::fs::File::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid namespace fd; only this thread changes namespace.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!(
+                    "setns {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            std::net::UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("netns socket thread panicked"))?
+    }
+
+    /// Adds another address to the carrier's interface (e.g. 203.0.113.3 for a second
+    /// trunk); it goes with the namespace.
+    pub fn add_carrier_address(&self, addr: std::net::IpAddr) -> Result<()> {
+        let dev = self.ifname(Iface::Carrier);
+        let cidr = if addr.is_ipv4() {
+            format!("{addr}/24")
+        } else {
+            format!("{addr}/64")
+        };
+        let mut args = vec!["addr", "add", cidr.as_str(), "dev", dev.as_str()];
+        if addr.is_ipv6() {
+            args.push("nodad");
+        }
+        self.ip(Host::Carrier, &args)
+    }
+
     /// Makes the gateway's kernel drop everything forwarded from the caller side, so
     /// that caller→peer traffic can only get through by XDP. Forwarding the other
     /// way (responses) stays allowed.

@@ -22,6 +22,13 @@ pub const UAC_SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/u
 /// INVITE in, 180, 200, ACK in.
 pub const UAS_SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/uas_answer.xml");
 
+/// INVITE, 180, CANCEL, 200 (CANCEL), 487, ACK: a call given up while it rings.
+pub const UAC_CANCEL_SCENARIO: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/uac_cancel.xml");
+/// INVITE in, 180, then CANCEL in, 200 and 487 out, ACK in.
+pub const UAS_CANCEL_SCENARIO: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/uas_cancel.xml");
+
 /// Cumulative counters in SIPp's statistics file.
 pub const STAT_INCOMING: &str = "IncomingCall(C)";
 pub const STAT_OUTGOING: &str = "OutgoingCall(C)";
@@ -72,8 +79,29 @@ impl Uas {
         max_calls: u32,
         timeout: Duration,
     ) -> Result<Uas> {
+        Self::start_scenario(
+            topology,
+            host,
+            bind_ip,
+            port,
+            max_calls,
+            timeout,
+            UAS_SCENARIO,
+        )
+    }
+
+    /// As [`Uas::start`] with another scenario file (e.g. [`UAS_CANCEL_SCENARIO`]).
+    pub fn start_scenario(
+        topology: &Topology,
+        host: Host,
+        bind_ip: IpAddr,
+        port: u16,
+        max_calls: u32,
+        timeout: Duration,
+        scenario: &str,
+    ) -> Result<Uas> {
         let run = RunDir::new("uas")?;
-        let mut args = common_args(UAS_SCENARIO, bind_ip, max_calls, timeout, &run);
+        let mut args = common_args(scenario, bind_ip, max_calls, timeout, &run);
         args.extend(["-p".into(), port.to_string()]);
         let mut guard = run.spawn(topology, host, &args)?;
         wait_until_bound(&mut guard, &run, port)?;
@@ -125,9 +153,35 @@ pub fn uac_call(
     rate: u32,
     timeout: Duration,
 ) -> Result<UacReport> {
+    uac_call_scenario(
+        topology,
+        host,
+        local_ip,
+        remote,
+        number,
+        calls,
+        rate,
+        timeout,
+        UAC_SCENARIO,
+    )
+}
+
+/// As [`uac_call`] with another scenario file (e.g. [`UAC_CANCEL_SCENARIO`]).
+#[allow(clippy::too_many_arguments)] // mirrors SIPp's own command line
+pub fn uac_call_scenario(
+    topology: &Topology,
+    host: Host,
+    local_ip: IpAddr,
+    remote: SocketAddr,
+    number: &str,
+    calls: u32,
+    rate: u32,
+    timeout: Duration,
+    scenario: &str,
+) -> Result<UacReport> {
     ensure!(calls > 0 && rate > 0, "calls and rate must be positive");
     let run = RunDir::new("uac")?;
-    let mut args = common_args(UAC_SCENARIO, local_ip, calls, timeout, &run);
+    let mut args = common_args(scenario, local_ip, calls, timeout, &run);
     // SocketAddr's Display already writes `[v6]:port`, which is what SIPp expects.
     args.extend([
         "-s".into(),
@@ -177,6 +231,9 @@ fn common_args(
             "-timeout",
             &format!("{secs}s"),
             "-nd",
+            // Answer OPTIONS (the gateway's health checks) with 200 instead of taking them
+            // for a new call.
+            "-aa",
             "-nostdin",
             "-trace_stat",
             "-stf",

@@ -20,6 +20,8 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "iputils-ping",
     "util-linux",
+    // The incumbent the proxy benchmark measures against (`kamailio_invites_per_s`).
+    "kamailio",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -1,0 +1,84 @@
+//! The proxy as the daemon runs it: route table, trunks, health checks, worker threads.
+
+use std::{sync::Arc, time::Duration};
+
+use tracing::info;
+
+use super::{
+    Proxy, ProxyCounters,
+    health::{self, PeerHealth, StateWriter},
+    trunks::Trunks,
+    udp::Workers,
+};
+use crate::{config::Config, routing::RouteTable};
+
+/// How often trunks with an unanswered INVITE are checked.
+const TRUNK_SWEEP: Duration = Duration::from_millis(100);
+
+pub struct Running {
+    pub counters: Arc<ProxyCounters>,
+    pub table: Arc<RouteTable>,
+    workers: Workers,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.workers.stop();
+    }
+}
+
+/// Starts the proxy if the config gives it addresses (must run inside a tokio runtime),
+/// reading `table`; `writer` mirrors peer states into the fast path's `PEERS` map.
+pub fn start(
+    config: &Config,
+    table: Arc<RouteTable>,
+    writer: Option<StateWriter>,
+) -> anyhow::Result<Option<Running>> {
+    let settings = &config.proxy;
+    if settings.listen.is_empty() {
+        info!("no [proxy] listen addresses: the userspace proxy is off");
+        return Ok(None);
+    }
+    let counters = Arc::new(ProxyCounters::default());
+    let trunks = Arc::new(Trunks::new(settings, Arc::clone(&counters)));
+    let health = Arc::new(PeerHealth::new(
+        Arc::clone(&table),
+        settings.health.misses,
+        Arc::clone(&counters),
+        writer,
+    ));
+    let proxy = Arc::new(Proxy::new(
+        settings.listen.clone(),
+        Arc::clone(&table),
+        Arc::clone(&trunks),
+        Arc::clone(&health),
+    ));
+    let workers = Workers::start(proxy, Arc::clone(&counters), settings.workers)?;
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TRUNK_SWEEP);
+        loop {
+            tick.tick().await;
+            trunks.sweep(trunks.now());
+        }
+    }));
+    if settings.health.enabled && !config.peers.is_empty() {
+        tasks.push(tokio::spawn(health::run(health, settings.health.interval)));
+    }
+    info!(
+        listen = ?settings.listen,
+        workers = settings.workers,
+        trunks = settings.trunks.len(),
+        "proxy listening"
+    );
+    Ok(Some(Running {
+        counters,
+        table,
+        workers,
+        tasks,
+    }))
+}

@@ -1,0 +1,48 @@
+//! A zero-copy SIP message reader for the proxy's hot path.
+//!
+//! Hand-written rather than a crate: the SIP crates on crates.io (rsip, ezk-sip-types,
+//! sip-codec…) build owned `String`s and `Vec`s for every header, which costs more than the
+//! whole per-message budget of the proxy (> 240k INVITE/s on 2 cores). This reader finds
+//! only what a stateless proxy needs — the start line, the Via lines, Max-Forwards, Route,
+//! the transaction identifiers and the body — as byte ranges into the datagram, and never
+//! allocates.
+
+mod message;
+mod via;
+
+pub use message::{Field, Kind, Message, ParseError, Span, TOP_VIA_FIELDS, tag_of};
+pub use via::{Host, Via, ViaValues};
+
+/// Case-insensitive ASCII comparison of a header or parameter name.
+#[inline]
+pub(crate) fn eq_fold(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// `bytes` without leading and trailing SP / HT / CR / LF (line folding counts as space).
+#[inline]
+pub(crate) fn trim(bytes: &[u8]) -> &[u8] {
+    let is_ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let start = bytes.iter().position(|c| !is_ws(c)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|c| !is_ws(c))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end.max(start)]
+}
+
+/// A decimal number of at most 9 digits (no sign, no spaces).
+#[inline]
+pub(crate) fn parse_u32(bytes: &[u8]) -> Option<u32> {
+    if bytes.is_empty() || bytes.len() > 9 {
+        return None;
+    }
+    let mut n = 0u32;
+    for &c in bytes {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    Some(n)
+}
