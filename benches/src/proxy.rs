@@ -408,7 +408,7 @@ fn send_paced(
     offset: usize,
 ) -> anyhow::Result<u64> {
     let total = (rate * length.as_secs_f64()) as u64;
-    let name = socket2_addr(dest);
+    let name = fastpath::proxy::udp::sockaddr(dest);
     let mut next = offset * DISTINCT / SENDERS;
     let mut sent = 0u64;
     let start = Instant::now();
@@ -455,33 +455,6 @@ fn send_paced(
         }
     }
     Ok(sent)
-}
-
-fn socket2_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: zeroed sockaddr_storage is a valid empty address.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
-            let sin = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-            (storage, size_of::<libc::sockaddr_in>() as libc::socklen_t)
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr.s6_addr = a.ip().octets();
-            (storage, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
-        }
-    }
 }
 
 /// INVITE number `i` to an unregistered number, as a SIPp UAC would send it.

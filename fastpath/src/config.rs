@@ -237,6 +237,43 @@ pub struct Route {
 }
 
 impl Config {
+    /// What the daemon would set up, one line per part (for `fastpath check-config`).
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "xdp: SIP ports {:?}, room for {} routes, {}\n",
+            self.sip_ports,
+            self.max_routes,
+            if self.local_only {
+                "requests to the gateway's own addresses only"
+            } else {
+                "transit requests too"
+            }
+        );
+        out += &format!(
+            "static routes: {} to {} peers\n",
+            self.routes.len(),
+            self.peers.len()
+        );
+        for peer in &self.peers {
+            out += &format!("  peer {} at {}\n", peer.name, peer.address);
+        }
+        out += &format!("proxy: {}\n", self.proxy.summary());
+        if let Some(registry) = &self.registry {
+            out += &format!("registry: {}\n", registry.path.display());
+        }
+        if let Some(api) = &self.api {
+            out += &format!("api: {}\n", api.listen);
+        }
+        if let Some(v) = &self.verification {
+            out += &format!("verification: trunk {}, from {}\n", v.trunk, v.local);
+        }
+        match self.metrics_listen {
+            Some(listen) => out += &format!("metrics: http://{listen}/metrics\n"),
+            None => out += "metrics: off\n",
+        }
+        out
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;

@@ -56,6 +56,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Register, verify, list and revoke numbers through the running daemon's API.
+    Numbers(fastpath::api::cli::NumbersArgs),
+    /// Check a configuration file: print what it sets up, or the first problem (naming
+    /// its key) and exit non-zero.
+    CheckConfig {
+        /// The TOML file `run --config` would read.
+        file: PathBuf,
+    },
     /// Detach a program left forwarding by `run --keep-attached`.
     Detach {
         #[arg(long = "iface", required = true)]
@@ -105,6 +113,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{counters}");
             }
+            Ok(())
+        }
+        Command::Numbers(args) => fastpath::api::cli::run(args),
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            println!("{}: ok", file.display());
+            print!("{}", config.summary());
             Ok(())
         }
         Command::Detach {

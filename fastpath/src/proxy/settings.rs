@@ -122,6 +122,25 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// One line for `fastpath check-config`.
+    pub fn summary(&self) -> String {
+        if self.listen.is_empty() {
+            return "off (no [proxy] listen addresses)".into();
+        }
+        let listen: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
+        let trunks: Vec<String> = self
+            .trunks
+            .iter()
+            .map(|t| format!("{} {}", t.name, t.address))
+            .collect();
+        format!(
+            "on {}, {} workers, trunks [{}]",
+            listen.join(" "),
+            self.workers,
+            trunks.join(", ")
+        )
+    }
+
     pub fn validate(
         proxy: ProxySection,
         health: HealthSection,

@@ -535,7 +535,7 @@ impl Batch {
 }
 
 /// `addr` as a C socket address and its length.
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: zeroed sockaddr_storage is a valid empty address.
     let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
     match addr {

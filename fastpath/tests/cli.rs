@@ -1,0 +1,82 @@
+//! The command line on its own: `check-config` and the help of every subcommand.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Result, ensure};
+
+fn fastpath(args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(args)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+#[test]
+fn check_config_prints_the_setup_or_names_the_bad_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = write(
+        dir.path(),
+        "good.toml",
+        "[[peers]]\nname = \"alice-pbx\"\naddress = \"198.51.100.2:5060\"\n\
+         [[routes]]\nnumber = \"+1 555 010 0001\"\npeer = \"alice-pbx\"\n\
+         [metrics]\nlisten = \"off\"\n",
+    )?;
+    let (ok, text) = fastpath(&["check-config", &good])?;
+    ensure!(ok, "good config refused: {text}");
+    for want in [
+        "ok",
+        "static routes: 1 to 1 peers",
+        "alice-pbx at 198.51.100.2:5060",
+        "metrics: off",
+    ] {
+        ensure!(text.contains(want), "no {want:?} in {text}");
+    }
+
+    for (body, key) in [
+        ("[xdp]\nsip_ports = [0]\n", "xdp.sip_ports"),
+        ("[metrics]\nlisten = \"everywhere\"\n", "metrics.listen"),
+        (
+            "[[routes]]\nnumber = \"1\"\npeer = \"nobody\"\n",
+            "routes[0].peer",
+        ),
+        ("nonsense = [", "TOML"),
+    ] {
+        let bad = write(dir.path(), "bad.toml", body)?;
+        let (ok, text) = fastpath(&["check-config", &bad])?;
+        ensure!(!ok, "{body:?} accepted: {text}");
+        ensure!(
+            text.to_lowercase().contains(&key.to_lowercase()),
+            "{body:?}: the error does not name {key}: {text}"
+        );
+        ensure!(text.lines().count() <= 10, "not a short error: {text}");
+    }
+    let (ok, text) = fastpath(&["check-config", "/nonexistent/fastpath.toml"])?;
+    ensure!(!ok && text.contains("cannot read"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn every_subcommand_has_help() -> Result<()> {
+    let (ok, top) = fastpath(&["--help"])?;
+    ensure!(ok, "{top}");
+    for sub in ["run", "stats", "numbers", "check-config", "detach"] {
+        ensure!(top.contains(sub), "`fastpath --help` does not list {sub}");
+        let (ok, text) = fastpath(&[sub, "--help"])?;
+        ensure!(
+            ok && text.contains("Usage:"),
+            "`fastpath {sub} --help`: {text}"
+        );
+    }
+    Ok(())
+}
