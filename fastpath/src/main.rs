@@ -193,8 +193,10 @@ async fn daemon(
     let proxy = proxy_service::start(&config, Arc::clone(&table), writer)?;
     if let Some(listen) = config.metrics_listen {
         let metrics = Metrics::new(fast_path.as_ref().map(|_| pin_dir.clone()))?;
-        if let Some(registry) = &_registry {
-            metrics.register_sync(registry.counters.clone())?;
+        match &_registry {
+            Some(registry) => metrics.register_sync(registry.counters.clone())?,
+            None if fast_path.is_some() => metrics.register_static_routes(config.routes.len())?,
+            None => {}
         }
         if let Some(proxy) = &proxy {
             metrics.register_proxy(Arc::clone(&proxy.counters))?;

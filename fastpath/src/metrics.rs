@@ -70,6 +70,17 @@ impl Metrics {
         Ok(())
     }
 
+    /// Without a registry: the number of static routes the config put in `ROUTES`.
+    pub fn register_static_routes(&self, routes: usize) -> anyhow::Result<()> {
+        let gauge = IntGauge::new(
+            "fastpath_routes",
+            "Numbers in the ROUTES map (registry and static).",
+        )?;
+        gauge.set(routes as i64);
+        self.registry.register(Box::new(gauge))?;
+        Ok(())
+    }
+
     /// The registry sync's state: routes and peers in the maps, updates, reconciles and the
     /// drift they repaired.
     pub fn register_sync(&self, counters: Arc<crate::sync::SyncCounters>) -> anyhow::Result<()> {

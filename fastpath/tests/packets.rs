@@ -1168,6 +1168,29 @@ fn metrics_expose_the_pinned_counters() -> Result<()> {
         ] {
             ensure!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }
+        fastpath_tests::promtool_check_metrics(&text)?;
+
+        // With the sync's and the proxy's counters too, every metric the Grafana dashboard
+        // in the repository draws exists.
+        metrics.register_sync(Default::default())?;
+        metrics.register_proxy(Default::default())?;
+        let text = metrics.render();
+        let dashboard = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/grafana-dashboard.json"),
+        )?;
+        serde_json::from_str::<serde_json::Value>(&dashboard)?;
+        let names: std::collections::BTreeSet<&str> = dashboard
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("fastpath_") || w.starts_with("process_"))
+            .collect();
+        ensure!(names.len() > 10, "dashboard names {names:?}");
+        for name in names {
+            ensure!(
+                text.contains(&format!("# TYPE {name} ")),
+                "the dashboard draws {name}, which /metrics does not have"
+            );
+        }
         fastpath_tests::promtool_check_metrics(&text)
     })
 }
