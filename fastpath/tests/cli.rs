@@ -66,6 +66,18 @@ fn check_config_prints_the_setup_or_names_the_bad_key() -> Result<()> {
     Ok(())
 }
 
+/// The documented example in `deploy/` is a valid configuration with every section.
+#[test]
+fn the_example_config_checks() -> Result<()> {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/fastpath.toml");
+    let (ok, text) = fastpath(&["check-config", &example.to_string_lossy()])?;
+    ensure!(ok, "{text}");
+    for part in ["proxy: on", "carrier-a", "registry:", "api:", "verification:", "metrics:"] {
+        ensure!(text.contains(part), "no {part:?} in {text}");
+    }
+    Ok(())
+}
+
 #[test]
 fn every_subcommand_has_help() -> Result<()> {
     let (ok, top) = fastpath(&["--help"])?;
