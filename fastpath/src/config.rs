@@ -62,6 +62,9 @@ struct VerificationSection {
     trunk: SocketAddr,
     number: String,
     local: SocketAddr,
+    /// Where the carrier delivers calls to `number` (missed-call verification).
+    #[serde(default)]
+    missed_call_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +224,9 @@ pub struct Verification {
     pub number: RouteKey,
     /// The verification UAC's own address (goes into Via, Contact and SDP).
     pub local: SocketAddr,
+    /// Where the carrier delivers calls to `number`; they are declined and verify the
+    /// caller's number. `None`: no missed-call verification.
+    pub missed_call_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,7 +271,11 @@ impl Config {
             out += &format!("api: {}\n", api.listen);
         }
         if let Some(v) = &self.verification {
-            out += &format!("verification: trunk {}, from {}\n", v.trunk, v.local);
+            out += &format!("verification: trunk {}, from {}", v.trunk, v.local);
+            if let Some(listen) = v.missed_call_listen {
+                out += &format!(", missed calls on {listen}");
+            }
+            out += "\n";
         }
         match self.metrics_listen {
             Some(listen) => out += &format!("metrics: http://{listen}/metrics\n"),
@@ -389,10 +399,18 @@ fn verification(section: VerificationSection) -> anyhow::Result<Verification> {
             section.local
         );
     }
+    if let Some(listen) = section.missed_call_listen {
+        if listen.port() == 0 || listen == section.local {
+            bail!(
+                "verification.missed_call_listen: {listen} needs a port of its own (not verification.local's)"
+            );
+        }
+    }
     Ok(Verification {
         trunk: section.trunk,
         number,
         local: section.local,
+        missed_call_listen: section.missed_call_listen,
     })
 }
 

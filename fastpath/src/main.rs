@@ -307,7 +307,20 @@ async fn start_registry(
                 .await
                 .with_context(|| format!("verification: cannot bind {}", v.local))?;
             info!(trunk = %v.trunk, local = %v.local, "verification through the carrier trunk");
-            daemon::start(config, pin_dir, generation, trunk).await
+            let running = daemon::start(config, pin_dir, generation, trunk).await?;
+            if let Some(listen) = v.missed_call_listen {
+                let socket = tokio::net::UdpSocket::bind(listen)
+                    .await
+                    .with_context(|| format!("verification: cannot bind {listen}"))?;
+                info!(%listen, "missed-call verification");
+                tokio::spawn(fastpath::verify::missed_call::listen(
+                    socket,
+                    v.trunk,
+                    v.number,
+                    running.missed_calls.clone(),
+                ));
+            }
+            Ok(running)
         }
         None => {
             warn!("no [verification] section: codes cannot be delivered");

@@ -72,7 +72,14 @@ fn the_example_config_checks() -> Result<()> {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/fastpath.toml");
     let (ok, text) = fastpath(&["check-config", &example.to_string_lossy()])?;
     ensure!(ok, "{text}");
-    for part in ["proxy: on", "carrier-a", "registry:", "api:", "verification:", "metrics:"] {
+    for part in [
+        "proxy: on",
+        "carrier-a",
+        "registry:",
+        "api:",
+        "verification:",
+        "metrics:",
+    ] {
         ensure!(text.contains(part), "no {part:?} in {text}");
     }
     Ok(())
