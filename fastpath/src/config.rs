@@ -399,12 +399,12 @@ fn verification(section: VerificationSection) -> anyhow::Result<Verification> {
             section.local
         );
     }
-    if let Some(listen) = section.missed_call_listen {
-        if listen.port() == 0 || listen == section.local {
-            bail!(
-                "verification.missed_call_listen: {listen} needs a port of its own (not verification.local's)"
-            );
-        }
+    if let Some(listen) = section.missed_call_listen
+        && (listen.port() == 0 || listen == section.local)
+    {
+        bail!(
+            "verification.missed_call_listen: {listen} needs a port of its own (not verification.local's)"
+        );
     }
     Ok(Verification {
         trunk: section.trunk,
