@@ -25,6 +25,8 @@ pub struct Gateway {
     pin_dir: PathBuf,
     log: PathBuf,
     keep_pins: bool,
+    /// Started with `--keep-attached`: a clean stop leaves its links and maps to adopt.
+    keep_attached: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -76,6 +78,7 @@ impl Gateway {
             pin_dir,
             log,
             keep_pins: false,
+            keep_attached: extra.contains(&"--keep-attached"),
             _dir: dir,
         };
         gateway.wait_running(Duration::from_secs(60))?;
@@ -163,10 +166,11 @@ impl Gateway {
             .with_context(|| format!("no counter {name}"))
     }
 
-    /// Stops the daemon and checks that it exited cleanly. The pin directory stays (a
-    /// `--keep-attached` daemon leaves its links there); the next `fresh` start removes it.
+    /// Stops the daemon and checks that it exited cleanly. A `--keep-attached` daemon's pin
+    /// directory stays, with the links and maps the next daemon adopts; any other's goes
+    /// (its `ROUTES` map alone holds kernel memory for a million routes).
     pub fn stop(mut self) -> Result<String> {
-        self.keep_pins = true;
+        self.keep_pins = self.keep_attached;
         let status = self.daemon.stop()?;
         let log = self.log_text();
         if !status.success() {
