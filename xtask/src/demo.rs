@@ -28,6 +28,18 @@ peer = "alice-pbx"
 [[routes]]
 number = "+1 (555) 010-0002"
 peer = "alice-pbx-v6"
+
+# Every call the fast path does not take: the userspace proxy, to the carrier trunk.
+[proxy]
+listen = ["192.0.2.1:5060", "[2001:db8:c::1]:5060"]
+
+[[trunks]]
+name = "carrier"
+address = "203.0.113.2:5060"
+
+# OPTIONS pings would show up in the demo's SIPp call counts.
+[health]
+enabled = false
 "#;
 
 const CALLS: u32 = 5;
@@ -88,7 +100,8 @@ pub fn run() -> Result<()> {
     println!(
         "\nRegistered numbers went peer to peer, forwarded in the kernel by XDP (the gateway's\n\
          own forwarding drops caller traffic). The unregistered number was passed to the\n\
-         kernel untouched; the standard route through the carrier trunk is issue #5.\n"
+         kernel untouched and took the standard route: the userspace proxy sent it to the\n\
+         carrier trunk.\n"
     );
     println!("XDP counters (`fastpath stats`):");
     let mut counters: Vec<_> = gateway.counters()?.into_iter().collect();
