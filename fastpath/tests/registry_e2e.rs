@@ -365,3 +365,104 @@ fn daemon_sigkill_under_call_load_loses_no_registered_call() -> Result<()> {
     second.stop()?;
     Ok(())
 }
+
+/// Missed-call verification through the whole daemon: a number registered through the
+/// CLI, a missed-call verification started, the owner's call delivered by the trunk (SIPp
+/// in the carrier namespace) to the daemon's listener and declined with 603; the number is
+/// then verified and in the pinned `ROUTES` map. The same call from a non-trunk address
+/// verifies nothing.
+#[test]
+fn missed_call_verifies_a_number_through_the_daemon() -> Result<()> {
+    const OWNER: &str = "15550100042";
+    const VERIFY_NUMBER: &str = "15550109000";
+    let topology = Topology::new("rg3")?;
+    topology.resolve_neighbors()?;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("registry.db");
+    let listener = SocketAddr::new(GW_CARRIER_V4.into(), 5071);
+    let config = format!(
+        "{}\n[verification]\ntrunk = \"{}\"\nnumber = \"+{VERIFY_NUMBER}\"\n\
+         local = \"{}\"\nmissed_call_listen = \"{listener}\"\n",
+        config(&db),
+        SocketAddr::new(CARRIER_V4.into(), SIP_PORT),
+        SocketAddr::new(GW_CARRIER_V4.into(), 5070),
+    );
+    let gateway = Gateway::start(&topology, binary(), &config)?;
+    let pin_dir = gateway.pin_dir().to_path_buf();
+
+    let run = |args: &[&str]| -> Result<String> {
+        let out = cli(&topology, args)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(out.status.success(), "fastpath numbers {args:?}: {text}");
+        Ok(text)
+    };
+    run(&[
+        "add",
+        OWNER,
+        "--account",
+        "acme",
+        "--peer",
+        &format!("{PEER_V4}:{SIP_PORT}"),
+    ])?;
+    run(&["verify", OWNER, "--method", "missed-call"])?;
+    ensure!(
+        !in_map(&pin_dir, OWNER)?,
+        "pending number already in ROUTES"
+    );
+
+    // The owner's call, as the trunk delivers it: from the caller's namespace first
+    // (untrusted, ignored), then from the trunk's own address.
+    let call = |host: Host, local: IpAddr| -> Result<(bool, String)> {
+        let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/scenarios/verify_caller_missed_call.xml");
+        let log_dir = tempfile::tempdir()?;
+        let messages = log_dir.path().join("messages.log");
+        let out = topology
+            .command(host, ["sipp"])
+            .args(["-sf", &scenario.to_string_lossy()])
+            .args(["-i", &local.to_string(), "-p", &SIP_PORT.to_string()])
+            .args(["-s", VERIFY_NUMBER, "-key", "caller", OWNER])
+            .args([
+                "-m",
+                "1",
+                "-max_invite_retrans",
+                "2",
+                "-timeout",
+                "15s",
+                "-timeout_error",
+            ])
+            .args(["-trace_msg", "-message_file", &messages.to_string_lossy()])
+            .arg(listener.to_string())
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        Ok((
+            out.status.success(),
+            std::fs::read_to_string(&messages).unwrap_or_default(),
+        ))
+    };
+    let (answered, log) = call(Host::Caller, CALLER_V4.into())?;
+    ensure!(
+        !answered && !log.contains("SIP/2.0 603"),
+        "untrusted call answered:\n{log}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(
+        !in_map(&pin_dir, OWNER)?,
+        "an untrusted call verified the number"
+    );
+
+    let (answered, log) = call(Host::Carrier, CARRIER_V4.into())?;
+    ensure!(
+        answered && log.contains("SIP/2.0 603"),
+        "the trunk's call was not declined:\n{log}"
+    );
+    wait_in_map(&pin_dir, OWNER, true, Duration::from_secs(5))?;
+    let shown = run(&["show", OWNER])?;
+    ensure!(shown.contains("verified"), "{shown}");
+    gateway.stop()?;
+    Ok(())
+}

@@ -74,7 +74,14 @@ pub async fn start<C: Channel>(
         .with_context(|| format!("opening the registry {}", rc.path.display()))?;
     let settings = Settings {
         verified_ttl: rc.verified_ttl,
-        missed_call_number: rc.missed_call_number.clone(),
+        // The number the verification listener answers for, unless one is set here.
+        missed_call_number: rc.missed_call_number.clone().or_else(|| {
+            config.verification.as_ref().map(|v| {
+                let mut digits = [0u8; 15];
+                let n = v.number.write_digits(&mut digits);
+                String::from_utf8_lossy(&digits[..n]).into_owned()
+            })
+        }),
         ..Settings::default()
     };
     let registry = Registry::new(store, channel, settings);
