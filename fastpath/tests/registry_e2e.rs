@@ -466,3 +466,152 @@ fn missed_call_verifies_a_number_through_the_daemon() -> Result<()> {
     gateway.stop()?;
     Ok(())
 }
+
+/// Verification by message through the whole daemon, with the carrier trunk played by
+/// SIPp: the code goes out in a SIP MESSAGE, a wrong code is refused, the right one
+/// verifies the number into `ROUTES`; after too many wrong codes even the right one is
+/// refused.
+#[test]
+fn message_verification_through_the_daemon() -> Result<()> {
+    const OWNER: &str = "15550100051";
+    const GUESSER: &str = "15550100052";
+    let topology = Topology::new("rg4")?;
+    topology.resolve_neighbors()?;
+    let dir = tempfile::tempdir()?;
+
+    // The trunk: answers two MESSAGEs with 200 and logs them.
+    let scenario = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/scenarios/verify_trunk_message.xml"),
+    )?
+    .replace("[status]", "200")
+    .replace("[reason]", "OK");
+    let scenario_path = dir.path().join("trunk.xml");
+    std::fs::write(&scenario_path, scenario)?;
+    let messages = dir.path().join("messages.log");
+    let mut trunk = topology.spawn(
+        Host::Carrier,
+        [
+            "sipp".to_string(),
+            "-sf".into(),
+            scenario_path.to_string_lossy().into_owned(),
+            "-i".into(),
+            CARRIER_V4.to_string(),
+            "-p".into(),
+            SIP_PORT.to_string(),
+            "-m".into(),
+            "2".into(),
+            "-timeout".into(),
+            "60s".into(),
+            "-trace_msg".into(),
+            "-message_file".into(),
+            messages.to_string_lossy().into_owned(),
+        ],
+    )?;
+
+    let db = dir.path().join("registry.db");
+    let config = format!(
+        "{}\n[verification]\ntrunk = \"{}\"\nnumber = \"+15550109000\"\nlocal = \"{}\"\n",
+        config(&db),
+        SocketAddr::new(CARRIER_V4.into(), SIP_PORT),
+        SocketAddr::new(GW_CARRIER_V4.into(), 5070),
+    );
+    let gateway = Gateway::start(&topology, binary(), &config)?;
+    let pin_dir = gateway.pin_dir().to_path_buf();
+    let run = |args: &[&str]| -> Result<(bool, String)> {
+        let out = cli(&topology, args)?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    // The code of the `nth` MESSAGE the trunk received (the digits run in its body).
+    let code_sent = |nth: usize| -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&messages).unwrap_or_default();
+            let codes: Vec<String> = log
+                .split("MESSAGE sip:")
+                .skip(1)
+                .filter_map(|m| {
+                    let body = m
+                        .split("\r\n\r\n")
+                        .nth(1)
+                        .or_else(|| m.split("\n\n").nth(1))?;
+                    let digits: String = body
+                        .chars()
+                        .skip_while(|c| !c.is_ascii_digit())
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    (digits.len() >= 4).then_some(digits)
+                })
+                .collect();
+            if let Some(code) = codes.get(nth) {
+                return Ok(code.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("no code in MESSAGE #{nth}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let peer = format!("{PEER_V4}:{SIP_PORT}");
+
+    for number in [OWNER, GUESSER] {
+        let (ok, text) = run(&["add", number, "--account", "acme", "--peer", &peer])?;
+        ensure!(ok, "{text}");
+    }
+    let (ok, text) = run(&["verify", OWNER, "--method", "message"])?;
+    ensure!(ok, "{text}");
+    let code = code_sent(0)?;
+    let wrong = if code.starts_with('1') {
+        format!("2{}", &code[1..])
+    } else {
+        format!("1{}", &code[1..])
+    };
+    let (ok, text) = run(&["verify", OWNER, "--code", &wrong])?;
+    ensure!(!ok, "a wrong code was accepted: {text}");
+    ensure!(
+        !in_map(&pin_dir, OWNER)?,
+        "a wrong code put the number in ROUTES"
+    );
+    let (ok, text) = run(&["verify", OWNER, "--code", &code])?;
+    ensure!(ok, "the right code was refused: {text}");
+    wait_in_map(&pin_dir, OWNER, true, Duration::from_secs(1))?;
+
+    let (ok, text) = run(&["verify", GUESSER, "--method", "message"])?;
+    ensure!(ok, "{text}");
+    let code = code_sent(1)?;
+    let wrong = if code.ends_with('1') {
+        format!("{}2", &code[..code.len() - 1])
+    } else {
+        format!("{}1", &code[..code.len() - 1])
+    };
+    let mut last = String::new();
+    for _ in 0..5 {
+        let (ok, text) = run(&["verify", GUESSER, "--code", &wrong])?;
+        ensure!(!ok, "a wrong code was accepted: {text}");
+        last = text;
+    }
+    ensure!(
+        last.to_lowercase().contains("attempt"),
+        "the fifth wrong code did not end the verification: {last}"
+    );
+    // The verification is over: the right code now has nothing to match.
+    let (ok, text) = run(&["verify", GUESSER, "--code", &code])?;
+    ensure!(
+        !ok,
+        "the right code after 5 wrong ones was accepted: {text}"
+    );
+    ensure!(text.contains("no verification in progress"), "{text}");
+    std::thread::sleep(Duration::from_millis(200));
+    ensure!(!in_map(&pin_dir, GUESSER)?, "a guessed number is in ROUTES");
+
+    gateway.stop()?;
+    let _ = trunk.stop();
+    Ok(())
+}
