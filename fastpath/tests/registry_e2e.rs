@@ -568,11 +568,7 @@ fn message_verification_through_the_daemon() -> Result<()> {
     let (ok, text) = run(&["verify", OWNER, "--method", "message"])?;
     ensure!(ok, "{text}");
     let code = code_sent(0)?;
-    let wrong = if code.starts_with('1') {
-        format!("2{}", &code[1..])
-    } else {
-        format!("1{}", &code[1..])
-    };
+    let wrong = altered(&code);
     let (ok, text) = run(&["verify", OWNER, "--code", &wrong])?;
     ensure!(!ok, "a wrong code was accepted: {text}");
     ensure!(
@@ -586,11 +582,7 @@ fn message_verification_through_the_daemon() -> Result<()> {
     let (ok, text) = run(&["verify", GUESSER, "--method", "message"])?;
     ensure!(ok, "{text}");
     let code = code_sent(1)?;
-    let wrong = if code.ends_with('1') {
-        format!("{}2", &code[..code.len() - 1])
-    } else {
-        format!("{}1", &code[..code.len() - 1])
-    };
+    let wrong = altered(&code);
     let mut last = String::new();
     for _ in 0..5 {
         let (ok, text) = run(&["verify", GUESSER, "--code", &wrong])?;
@@ -614,4 +606,13 @@ fn message_verification_through_the_daemon() -> Result<()> {
     gateway.stop()?;
     let _ = trunk.stop();
     Ok(())
+}
+
+/// `code` with its last digit changed: a code that is wrong by one key.
+fn altered(code: &str) -> String {
+    let mut digits: Vec<char> = code.chars().collect();
+    if let Some(last) = digits.last_mut() {
+        *last = if *last == '1' { '2' } else { '1' };
+    }
+    digits.into_iter().collect()
 }
