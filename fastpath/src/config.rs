@@ -196,6 +196,77 @@ struct RouteEntry {
     peer: String,
 }
 
+/// One key set from outside the file: `xdp.sip_ports=[5060,5080]`, `api.listen=127.0.0.1:8080`,
+/// `peers.0.address=198.51.100.9:5060`. The value is TOML, or else taken as a string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    path: Vec<String>,
+    value: toml::Value,
+}
+
+impl std::str::FromStr for Override {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let (key, value) = text
+            .split_once('=')
+            .with_context(|| format!("'{text}': expected KEY=VALUE, e.g. xdp.sip_ports=[5060]"))?;
+        let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
+        if path.iter().any(String::is_empty) {
+            bail!("'{key}': not a key like section.name");
+        }
+        let value = value.trim();
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+        Ok(Self { path, value })
+    }
+}
+
+impl Override {
+    /// `FASTPATH__XDP__SIP_PORTS=[5060]` and the like, in name order.
+    pub fn from_env() -> anyhow::Result<Vec<Self>> {
+        let mut vars: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| Some((k.strip_prefix("FASTPATH__")?.to_owned(), v)))
+            .collect();
+        vars.sort();
+        vars.into_iter()
+            .map(|(k, v)| format!("{}={v}", k.to_lowercase().replace("__", ".")).parse())
+            .collect()
+    }
+
+    fn apply(&self, table: &mut toml::Table) -> anyhow::Result<()> {
+        let key = self.path.join(".");
+        let (last, parents) = self.path.split_last().context("empty key")?;
+        if last.parse::<usize>().is_ok() {
+            bail!("{key}: set a key of the element, like {key}.address");
+        }
+        let mut here = table;
+        let mut parts = parents.iter().peekable();
+        while let Some(part) = parts.next() {
+            let entry = here
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            // A numeric part picks an element of an array of tables (`peers.0.address`).
+            let index = parts.peek().and_then(|p| p.parse::<usize>().ok());
+            here = match (entry, index) {
+                (toml::Value::Table(t), None) => t,
+                (toml::Value::Array(items), Some(index)) => {
+                    parts.next();
+                    match items.get_mut(index) {
+                        Some(toml::Value::Table(t)) => t,
+                        _ => bail!("{key}: no element {index} in {part}"),
+                    }
+                }
+                _ => bail!("{key}: {part} is not a section"),
+            };
+        }
+        here.insert(last.clone(), self.value.clone());
+        Ok(())
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -285,13 +356,30 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::load_with(path, &[])
+    }
+
+    /// The file at `path`, with `FASTPATH__SECTION__KEY` environment variables and then
+    /// `overrides` (from `--set`) applied over it: any key can be set either way.
+    pub fn load_with(path: &Path, overrides: &[Override]) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid config {}", path.display()))
+        let mut all = Override::from_env()?;
+        all.extend_from_slice(overrides);
+        Self::parse_with(&text, &all).with_context(|| format!("invalid config {}", path.display()))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let file: File = toml::from_str(text)?;
+        Self::parse_with(text, &[])
+    }
+
+    /// [`Config::parse`] with `overrides` applied to the file before it is read.
+    pub fn parse_with(text: &str, overrides: &[Override]) -> anyhow::Result<Self> {
+        let mut table: toml::Table = text.parse()?;
+        for o in overrides {
+            o.apply(&mut table)?;
+        }
+        let file: File = toml::Value::Table(table).try_into()?;
         let ports = file.xdp.sip_ports;
         if ports.is_empty() || ports.len() > MAX_SIP_PORTS {
             bail!(
@@ -480,6 +568,46 @@ mod tests {
         assert_eq!(api.listen.port(), 9090);
         assert_eq!(api.token.as_deref(), Some("s3cret"));
         assert!(Config::parse("").unwrap().registry.is_none());
+    }
+
+    #[test]
+    fn any_key_can_be_set_from_outside_the_file() {
+        let set = |o: &[&str]| {
+            let o: Vec<Override> = o.iter().map(|t| t.parse().unwrap()).collect();
+            Config::parse_with(GOOD, &o)
+        };
+        let config = set(&[
+            "xdp.sip_ports=[5070]",
+            "xdp.local_only=false",
+            "peers.1.address=[2001:db8:e::9]:5060",
+            "metrics.listen=127.0.0.1:9999",
+            "registry.path=/var/lib/fastpath/r.db",
+            "api.listen=127.0.0.1:8081",
+        ])
+        .unwrap();
+        assert_eq!(config.sip_ports, [5070]);
+        assert!(!config.local_only);
+        assert_eq!(
+            config.peers[1].address,
+            "[2001:db8:e::9]:5060".parse().unwrap()
+        );
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9999".parse().unwrap())
+        );
+        assert_eq!(config.api.unwrap().listen.port(), 8081);
+        // Bad overrides name their key.
+        for (o, key) in [
+            ("xdp.sip_ports=[0]", "xdp.sip_ports"),
+            ("peers.7.address=1.2.3.4:5", "peers.7"),
+            ("xdp.max_routes=many", "max_routes"),
+            ("xdp.sip_ports.0=1", "xdp.sip_ports.0"),
+        ] {
+            let error = format!("{:#}", set(&[o]).unwrap_err());
+            assert!(error.contains(key), "{o}: {error}");
+        }
+        assert!("no-equals-sign".parse::<Override>().is_err());
+        assert!("a..b=1".parse::<Override>().is_err());
     }
 
     #[test]

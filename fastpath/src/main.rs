@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fastpath::{
-    config::Config,
+    config::{Config, Override},
     maps,
     metrics::Metrics,
     proxy::{health::StateWriter, service as proxy_service},
@@ -38,6 +38,10 @@ enum Command {
         /// TOML configuration file (peers, static routes, SIP ports).
         #[arg(long, env = "FASTPATH_CONFIG")]
         config: PathBuf,
+        /// Set one key over the file, e.g. `--set xdp.sip_ports=[5060,5080]` (repeatable);
+        /// `FASTPATH__XDP__SIP_PORTS=[5060]` in the environment does the same.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<Override>,
         /// Leave the program attached and forwarding when the daemon exits.
         #[arg(long)]
         keep_attached: bool,
@@ -63,6 +67,9 @@ enum Command {
     CheckConfig {
         /// The TOML file `run --config` would read.
         file: PathBuf,
+        /// As `run --set` (the `FASTPATH__…` environment applies too).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<Override>,
     },
     /// Detach a program left forwarding by `run --keep-attached`.
     Detach {
@@ -98,8 +105,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             xdp_mode,
             pin_dir,
             no_xdp,
+            set,
         } => {
-            let config = Config::load(&config)?;
+            let config = Config::load_with(&config, &set)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -116,8 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Numbers(args) => fastpath::api::cli::run(args),
-        Command::CheckConfig { file } => {
-            let config = Config::load(&file)?;
+        Command::CheckConfig { file, set } => {
+            let config = Config::load_with(&file, &set)?;
             println!("{}: ok", file.display());
             print!("{}", config.summary());
             Ok(())

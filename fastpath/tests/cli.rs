@@ -85,6 +85,27 @@ fn the_example_config_checks() -> Result<()> {
     Ok(())
 }
 
+/// Any key can be set over the file, by `--set` or by `FASTPATH__SECTION__KEY`.
+#[test]
+fn keys_are_set_by_flag_and_environment() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = write(dir.path(), "c.toml", "[metrics]\nlisten = \"off\"\n")?;
+    let (ok, text) = fastpath(&["check-config", &file, "--set", "xdp.sip_ports=[5070, 5080]"])?;
+    ensure!(ok && text.contains("SIP ports [5070, 5080]"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["check-config", &file])
+        .env("FASTPATH__XDP__LOCAL_ONLY", "false")
+        .env("FASTPATH__METRICS__LISTEN", "127.0.0.1:9999")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "{text}");
+    ensure!(text.contains("transit requests too"), "{text}");
+    ensure!(text.contains("127.0.0.1:9999/metrics"), "{text}");
+    let (ok, text) = fastpath(&["check-config", &file, "--set", "xdp.max_routes=0"])?;
+    ensure!(!ok && text.contains("xdp.max_routes"), "{text}");
+    Ok(())
+}
+
 #[test]
 fn every_subcommand_has_help() -> Result<()> {
     let (ok, top) = fastpath(&["--help"])?;
