@@ -25,6 +25,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum RoutesCommand {
+    /// Every number in ROUTES with its peer (one line each).
+    List,
+    /// Where one number goes: its peer's address and state, or "not registered".
+    Get {
+        /// As dialed or written by an operator: `+1 (555) 010-0001`.
+        number: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Load the XDP fast path, fill its routes from the config, and run until SIGTERM.
     Run {
@@ -57,8 +68,21 @@ enum Command {
         #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
         pin_dir: PathBuf,
         /// One JSON object instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Refresh every second with the rate of each counter, until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this many refreshes.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
+    },
+    /// Look up registered numbers in the loaded fast path's ROUTES map.
+    Routes {
+        #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
+        pin_dir: PathBuf,
+        #[command(subcommand)]
+        command: RoutesCommand,
     },
     /// Register, verify, list and revoke numbers through the running daemon's API.
     Numbers(fastpath::api::cli::NumbersArgs),
@@ -114,7 +138,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ifaces = if no_xdp { Vec::new() } else { ifaces };
             runtime.block_on(daemon(ifaces, config, keep_attached, xdp_mode, pin_dir))
         }
-        Command::Stats { pin_dir, json } => {
+        Command::Stats {
+            pin_dir,
+            json,
+            watch,
+            count,
+        } => {
+            if watch {
+                return fastpath::stats::watch(&pin_dir, Duration::from_secs(1), count);
+            }
             let counters = Counters::read_pinned(&pin_dir)?;
             if json {
                 println!("{}", counters.to_json());
@@ -123,6 +155,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Routes { pin_dir, command } => match command {
+            RoutesCommand::List => fastpath::stats::list_routes(&pin_dir),
+            RoutesCommand::Get { number } => fastpath::stats::get_route(&pin_dir, &number),
+        },
         Command::Numbers(args) => fastpath::api::cli::run(args),
         Command::CheckConfig { file, set } => {
             let config = Config::load_with(&file, &set)?;

@@ -210,7 +210,7 @@ impl Collector for XdpCollector {
 }
 
 /// A peer as `address:port`, the way operators configure it.
-fn peer_label(peer: &PeerValue) -> String {
+pub(crate) fn peer_label(peer: &PeerValue) -> String {
     let ip = match peer.family {
         FAMILY_IPV4 => IpAddr::from([peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]]),
         FAMILY_IPV6 => IpAddr::from(peer.addr),

@@ -80,3 +80,108 @@ impl PeerTraffic {
         Ok(out)
     }
 }
+
+/// `fastpath stats --watch`: the counters and their rates every `interval`, redrawn in
+/// place on a terminal; `count` refreshes, or until interrupted.
+pub fn watch(
+    pin_dir: &Path,
+    interval: std::time::Duration,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stdout().is_terminal();
+    let mut before = Counters::read_pinned(pin_dir)?;
+    let mut at = std::time::Instant::now();
+    let mut shown = 0;
+    while count.is_none_or(|n| shown < n) {
+        std::thread::sleep(interval);
+        let now = Counters::read_pinned(pin_dir)?;
+        let secs = at.elapsed().as_secs_f64();
+        at = std::time::Instant::now();
+        let mut out = String::new();
+        if terminal {
+            out += "\x1b[2J\x1b[H"; // clear, home
+        }
+        out += &format!("{:<18}{:>14}{:>14}\n", "counter", "total", "per second");
+        for counter in Counter::ALL {
+            let rate = now.get(counter).saturating_sub(before.get(counter)) as f64 / secs;
+            out += &format!(
+                "{:<18}{:>14}{:>14.1}\n",
+                counter.name(),
+                now.get(counter),
+                rate
+            );
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out.as_bytes())?;
+        stdout.flush()?;
+        before = now;
+        shown += 1;
+    }
+    Ok(())
+}
+
+/// The pinned `ROUTES` and `PEERS` maps.
+fn route_maps(
+    pin_dir: &Path,
+) -> anyhow::Result<(
+    aya::maps::HashMap<MapData, fastpath_common::RouteKey, maps::RouteValue>,
+    aya::maps::Array<MapData, maps::PeerValue>,
+)> {
+    let routes = crate::maps::open_pinned(pin_dir, maps::ROUTES)?;
+    let peers = crate::maps::open_pinned(pin_dir, maps::PEERS)?;
+    Ok((
+        aya::maps::HashMap::try_from(Map::HashMap(routes))?,
+        aya::maps::Array::try_from(Map::Array(peers))?,
+    ))
+}
+
+/// `+15550100001 -> 198.51.100.2:5060 (up)`
+fn route_line(
+    key: fastpath_common::RouteKey,
+    value: maps::RouteValue,
+    peers: &aya::maps::Array<MapData, maps::PeerValue>,
+) -> String {
+    let mut digits = [0u8; 15];
+    let n = key.write_digits(&mut digits);
+    let number = String::from_utf8_lossy(&digits[..n]);
+    match peers.get(&value.peer_id, 0) {
+        Ok(peer) if peer.family != 0 => format!(
+            "+{number} -> {} ({})",
+            crate::metrics::peer_label(&peer),
+            if peer.state == maps::PEER_UP {
+                "up"
+            } else {
+                "down"
+            }
+        ),
+        _ => format!("+{number} -> peer #{} (no such peer)", value.peer_id),
+    }
+}
+
+/// `fastpath routes list`
+pub fn list_routes(pin_dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (routes, peers) = route_maps(pin_dir)?;
+    let mut stdout = std::io::stdout().lock();
+    for entry in routes.iter() {
+        let (key, value) = entry?;
+        writeln!(stdout, "{}", route_line(key, value, &peers))?;
+    }
+    Ok(())
+}
+
+/// `fastpath routes get NUMBER`: exits non-zero when the number is not registered.
+pub fn get_route(pin_dir: &Path, number: &str) -> anyhow::Result<()> {
+    let key = fastpath_common::normalize_number(number.as_bytes())
+        .map_err(|e| anyhow::anyhow!("'{number}' is not a number: {e}"))?;
+    let (routes, peers) = route_maps(pin_dir)?;
+    match routes.get(&key, 0) {
+        Ok(value) => {
+            println!("{}", route_line(key, value, &peers));
+            Ok(())
+        }
+        Err(aya::maps::MapError::KeyNotFound) => anyhow::bail!("{number}: not registered"),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1240,6 +1240,49 @@ fn transit_requests_pass_unless_local_only_is_off() -> Result<()> {
     })
 }
 
+/// `fastpath routes get|list` and `fastpath stats --watch` read the pinned maps of a
+/// loaded program.
+#[test]
+fn routes_and_watch_read_the_pinned_maps() -> Result<()> {
+    let harness = Harness::new("pkcli")?;
+    let pin = harness.pin_dir().to_string_lossy().into_owned();
+    let cli = |args: &[&str]| -> Result<(bool, String)> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastpath"))
+            .args([args[0], "--pin-dir", &pin])
+            .args(&args[1..])
+            .output()?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let (ok, text) = cli(&["routes", "get", "+1 (555) 010-0001"])?;
+    ensure!(
+        ok && text.trim() == "+15550100001 -> 198.51.100.2:5060 (up)",
+        "{text}"
+    );
+    let (ok, text) = cli(&["routes", "get", UNREGISTERED])?;
+    ensure!(!ok && text.contains("not registered"), "{text}");
+    let (ok, text) = cli(&["routes", "get", "alice"])?;
+    ensure!(!ok && text.contains("not a number"), "{text}");
+    let (ok, text) = cli(&["routes", "list"])?;
+    ensure!(ok, "{text}");
+    ensure!(text.lines().count() == config().routes.len(), "{text}");
+    ensure!(
+        text.contains("+442079460000 -> [2001:db8:e::2]:5060 (up)"),
+        "{text}"
+    );
+    let (ok, text) = cli(&["stats", "--watch", "--count", "2"])?;
+    ensure!(ok, "{text}");
+    ensure!(text.matches("per second").count() == 2, "{text}");
+    ensure!(text.lines().any(|l| l.starts_with("hit")), "{text}");
+    Ok(())
+}
+
 /// RFC 1071 sum of `data` folded to 16 bits, starting from `sum`.
 fn ones_sum(data: &[u8], mut sum: u32) -> u16 {
     for word in data.chunks(2) {
