@@ -121,13 +121,11 @@ pub fn watch(
     Ok(())
 }
 
+type RoutesMap = aya::maps::HashMap<MapData, fastpath_common::RouteKey, maps::RouteValue>;
+type PeersMap = aya::maps::Array<MapData, maps::PeerValue>;
+
 /// The pinned `ROUTES` and `PEERS` maps.
-fn route_maps(
-    pin_dir: &Path,
-) -> anyhow::Result<(
-    aya::maps::HashMap<MapData, fastpath_common::RouteKey, maps::RouteValue>,
-    aya::maps::Array<MapData, maps::PeerValue>,
-)> {
+fn route_maps(pin_dir: &Path) -> anyhow::Result<(RoutesMap, PeersMap)> {
     let routes = crate::maps::open_pinned(pin_dir, maps::ROUTES)?;
     let peers = crate::maps::open_pinned(pin_dir, maps::PEERS)?;
     Ok((
@@ -137,11 +135,7 @@ fn route_maps(
 }
 
 /// `+15550100001 -> 198.51.100.2:5060 (up)`
-fn route_line(
-    key: fastpath_common::RouteKey,
-    value: maps::RouteValue,
-    peers: &aya::maps::Array<MapData, maps::PeerValue>,
-) -> String {
+fn route_line(key: fastpath_common::RouteKey, value: maps::RouteValue, peers: &PeersMap) -> String {
     let mut digits = [0u8; 15];
     let n = key.write_digits(&mut digits);
     let number = String::from_utf8_lossy(&digits[..n]);

@@ -110,7 +110,14 @@ fn keys_are_set_by_flag_and_environment() -> Result<()> {
 fn every_subcommand_has_help() -> Result<()> {
     let (ok, top) = fastpath(&["--help"])?;
     ensure!(ok, "{top}");
-    for sub in ["run", "stats", "routes", "numbers", "check-config", "detach"] {
+    for sub in [
+        "run",
+        "stats",
+        "routes",
+        "numbers",
+        "check-config",
+        "detach",
+    ] {
         ensure!(top.contains(sub), "`fastpath --help` does not list {sub}");
         let (ok, text) = fastpath(&[sub, "--help"])?;
         ensure!(
