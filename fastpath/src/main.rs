@@ -77,6 +77,12 @@ enum Command {
         #[arg(long, value_name = "N", requires = "watch")]
         count: Option<u64>,
     },
+    /// What the loaded fast path is doing: interfaces, program, routes, peers, counters
+    /// with rates.
+    Status {
+        #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
+        pin_dir: PathBuf,
+    },
     /// Look up registered numbers in the loaded fast path's ROUTES map.
     Routes {
         #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
@@ -155,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Status { pin_dir } => fastpath::stats::status(&pin_dir),
         Command::Routes { pin_dir, command } => match command {
             RoutesCommand::List => fastpath::stats::list_routes(&pin_dir),
             RoutesCommand::Get { number } => fastpath::stats::get_route(&pin_dir, &number),

@@ -179,3 +179,70 @@ pub fn get_route(pin_dir: &Path, number: &str) -> anyhow::Result<()> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// `fastpath status`: what the loaded fast path is doing, from its pins: the interfaces it
+/// is attached to (by pinned link), its program, route occupancy, peers, and the counters
+/// with their rates over one second.
+pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
+    let before = Counters::read_pinned(pin_dir)?;
+    let started = std::time::Instant::now();
+    println!("fast path: pins in {}", pin_dir.display());
+    let mut links: Vec<String> = std::fs::read_dir(pin_dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let iface = name.strip_prefix("link-")?.to_owned();
+            let link = aya::programs::links::PinnedLink::from_pin(e.path()).ok()?;
+            let info = aya::programs::links::FdLink::from(link).info().ok()?;
+            Some(format!(
+                "{iface} (link {}, program {})",
+                info.id(),
+                info.program_id()
+            ))
+        })
+        .collect();
+    links.sort();
+    if links.is_empty() {
+        println!("attached: nowhere (no pinned links)");
+    } else {
+        println!("attached: {}", links.join(", "));
+    }
+    let (routes, peers) = route_maps(pin_dir)?;
+    let capacity = crate::maps::open_pinned(pin_dir, maps::ROUTES)?
+        .info()?
+        .max_entries();
+    println!("routes: {} of {capacity}", routes.keys().count());
+    let mut shown = 0;
+    for id in 0..maps::MAX_PEERS {
+        let Ok(peer) = peers.get(&id, 0) else {
+            continue;
+        };
+        if peer.family == 0 {
+            continue;
+        }
+        let state = if peer.state == maps::PEER_UP {
+            "up"
+        } else {
+            "down"
+        };
+        println!("peer #{id}: {} {state}", crate::metrics::peer_label(&peer));
+        shown += 1;
+    }
+    if shown == 0 {
+        println!("peers: none");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1).saturating_sub(started.elapsed()));
+    let now = Counters::read_pinned(pin_dir)?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("{:<18}{:>14}{:>14}", "counter", "total", "per second");
+    for counter in Counter::ALL {
+        let rate = now.get(counter).saturating_sub(before.get(counter)) as f64 / secs;
+        println!(
+            "{:<18}{:>14}{:>14.1}",
+            counter.name(),
+            now.get(counter),
+            rate
+        );
+    }
+    Ok(())
+}

@@ -121,6 +121,33 @@ fn calls_cross_the_gateway_in_xdp(prefix: &str, addrs: (IpAddr, IpAddr, IpAddr))
     }
     fastpath_tests::promtool_check_metrics(&after)?;
 
+    // `fastpath status` tells the same from the pins: where it is attached, the route,
+    // the peer, the counters.
+    let out = std::process::Command::new(binary())
+        .args(["status", "--pin-dir"])
+        .arg(gateway.pin_dir())
+        .output()?;
+    let status = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{status}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for iface in [Iface::GwCaller, Iface::GwPeer, Iface::GwCarrier] {
+        ensure!(
+            status.contains(&format!("{} (link ", topology.ifname(iface))),
+            "{status}"
+        );
+    }
+    ensure!(status.contains("routes: 1 of "), "{status}");
+    ensure!(status.contains(&format!("{peer} up")), "{status}");
+    ensure!(
+        status
+            .lines()
+            .any(|l| l.starts_with("hit") && l.split_whitespace().nth(1) == Some(&hits.to_string())),
+        "{status}"
+    );
+
     let log = gateway.stop()?;
     ensure!(
         log.contains("detached"),
