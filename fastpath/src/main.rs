@@ -241,6 +241,9 @@ async fn daemon(
         maps::set_local_addrs(&pin_dir, &maps::local_addresses()?)?;
         tokio::spawn(refresh_local_addrs(pin_dir.clone()));
     }
+    if _registry.is_some() {
+        tokio::spawn(follow_registry_peers(pin_dir.clone(), Arc::clone(&table)));
+    }
     let proxy = proxy_service::start(&config, Arc::clone(&table), writer)?;
     if let Some(listen) = config.metrics_listen {
         let metrics = Metrics::new(fast_path.as_ref().map(|_| pin_dir.clone()))?;
@@ -376,6 +379,24 @@ async fn start_registry(
         None => {
             warn!("no [verification] section: codes cannot be delivered");
             daemon::start(config, pin_dir, generation, daemon::NoTrunk).await
+        }
+    }
+}
+
+/// Puts the peers the registry's sync wrote into `PEERS` in the route table too, so that
+/// health checks ping them and a dead one leaves the fast path like a configured one.
+async fn follow_registry_peers(pin_dir: PathBuf, table: Arc<RouteTable>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match maps::peer_addresses(&pin_dir) {
+            Ok(addresses) => {
+                let added = table.ensure_peers(&addresses);
+                if added > 0 {
+                    info!(added, "registry peers now health-checked");
+                }
+            }
+            Err(error) => warn!(error = format!("{error:#}"), "reading PEERS"),
         }
     }
 }

@@ -253,3 +253,26 @@ pub fn set_peer_state(
     }
     Ok(())
 }
+
+/// Where a `PEERS` slot points; `None` for an empty slot.
+pub fn peer_socket_addr(peer: &PeerValue) -> Option<std::net::SocketAddr> {
+    let ip = match peer.family {
+        FAMILY_IPV4 => {
+            std::net::IpAddr::from([peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]])
+        }
+        FAMILY_IPV6 => std::net::IpAddr::from(peer.addr),
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, peer.port))
+}
+
+/// The addresses of every used `PEERS` slot.
+pub fn peer_addresses(pin_dir: &std::path::Path) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let data = open_pinned(pin_dir, maps::PEERS)?;
+    let peers: Array<_, PeerValue> = Array::try_from(aya::maps::Map::Array(data))?;
+    let mut out = Vec::new();
+    for id in 0..MAX_PEERS {
+        out.extend(peer_socket_addr(&peers.get(&id, 0)?));
+    }
+    Ok(out)
+}

@@ -5,7 +5,6 @@
 //! units (`_bytes`, `_seconds`).
 
 use std::{
-    net::IpAddr,
     path::PathBuf,
     sync::{Arc, atomic::Ordering},
 };
@@ -13,7 +12,7 @@ use std::{
 use aya::maps::{Array, Map};
 use fastpath_common::{
     Counter,
-    maps::{self, FAMILY_IPV4, FAMILY_IPV6, PeerValue},
+    maps::{self, PeerValue},
 };
 use prometheus::{
     Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
@@ -211,12 +210,7 @@ impl Collector for XdpCollector {
 
 /// A peer as `address:port`, the way operators configure it.
 pub(crate) fn peer_label(peer: &PeerValue) -> String {
-    let ip = match peer.family {
-        FAMILY_IPV4 => IpAddr::from([peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]]),
-        FAMILY_IPV6 => IpAddr::from(peer.addr),
-        _ => return "unknown".into(),
-    };
-    std::net::SocketAddr::new(ip, peer.port).to_string()
+    crate::maps::peer_socket_addr(peer).map_or_else(|| "unknown".into(), |a| a.to_string())
 }
 
 /// `GET /metrics` on `listener` until the task is dropped.

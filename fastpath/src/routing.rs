@@ -96,6 +96,29 @@ impl RouteTable {
         changed
     }
 
+    /// Adds the peers at `addresses` that the table does not have yet (up, named by their
+    /// address), so that health checks cover them; ids of existing peers do not change.
+    /// Returns how many were added.
+    pub fn ensure_peers(&self, addresses: &[SocketAddr]) -> usize {
+        let mut added = 0;
+        self.peers.rcu(|peers| {
+            let mut next = Vec::clone(peers);
+            added = 0;
+            for &address in addresses {
+                if !next.iter().any(|p| p.address == address) {
+                    next.push(Peer {
+                        name: address.to_string(),
+                        address,
+                        up: true,
+                    });
+                    added += 1;
+                }
+            }
+            next
+        });
+        added
+    }
+
     pub fn peers(&self) -> Arc<Vec<Peer>> {
         self.peers.load_full()
     }
@@ -144,6 +167,18 @@ mod tests {
         assert!(table.set_peer_up(0, true));
         assert!(matches!(table.lookup(&key), Lookup::Peer { .. }));
         assert!(!table.set_peer_up(7, false), "unknown peer: no change");
+    }
+
+    #[test]
+    fn peers_join_without_moving_the_others() {
+        let table = table();
+        let new: SocketAddr = "198.51.100.9:5060".parse().unwrap();
+        let old = table.peers()[0].address;
+        assert_eq!(table.ensure_peers(&[old, new, new]), 1);
+        assert_eq!(table.ensure_peers(&[new]), 0);
+        let peers = table.peers();
+        assert_eq!((peers[0].address, peers[1].address), (old, new));
+        assert!(peers[1].up);
     }
 
     #[test]

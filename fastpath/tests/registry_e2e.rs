@@ -616,3 +616,69 @@ fn altered(code: &str) -> String {
     }
     digits.into_iter().collect()
 }
+
+/// The state of the pinned `PEERS` slot of the peer at `address`.
+fn peer_up(pin_dir: &Path, address: SocketAddr) -> Result<Option<bool>> {
+    use fastpath_common::maps::{PEER_UP, PeerValue};
+    let data = MapData::from_pin(pin_dir.join("PEERS"))?;
+    let peers: aya::maps::Array<MapData, PeerValue> =
+        aya::maps::Array::try_from(Map::from_map_data(data)?)?;
+    let wanted = fastpath::maps::peer_value_for(address);
+    for id in 0..fastpath_common::maps::MAX_PEERS {
+        let peer = peers.get(&id, 0)?;
+        if (peer.addr, peer.port, peer.family) == (wanted.addr, wanted.port, wanted.family) {
+            return Ok(Some(peer.state == PEER_UP));
+        }
+    }
+    Ok(None)
+}
+
+/// A peer known only from the registry is health-checked like a configured one: while it
+/// does not answer OPTIONS its `PEERS` slot is down (its calls leave the fast path), and
+/// once it answers it is up again.
+#[test]
+fn registry_peers_are_health_checked() -> Result<()> {
+    let topology = Topology::new("rg5")?;
+    topology.resolve_neighbors()?;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("registry.db");
+    SqliteStore::open(&db)?.import(&[verified(KEPT, i64::MAX)], "fixture")?;
+    let config = format!(
+        "{}\n[proxy]\nlisten = [\"{GW_CALLER_V4}:{SIP_PORT}\"]\n\
+         [[trunks]]\nname = \"carrier\"\naddress = \"{CARRIER_V4}:{SIP_PORT}\"\n\
+         [health]\ninterval_ms = 200\nmisses = 2\n",
+        config(&db)
+    );
+    let gateway = Gateway::start(&topology, binary(), &config)?;
+    let pin_dir = gateway.pin_dir().to_path_buf();
+    let peer = SocketAddr::new(PEER_V4.into(), SIP_PORT);
+    let wait_state = |want: bool| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if peer_up(&pin_dir, peer)? == Some(want) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "peer {peer} not {} after 10 s:\n{}",
+            if want { "up" } else { "down" },
+            plain(&gateway.log_text())
+        )
+    };
+    // Nothing listens at the peer: its pings go unanswered.
+    wait_state(false)?;
+    // A SIP peer comes up there (SIPp answers OPTIONS), and the slot follows.
+    let uas = Uas::start(
+        &topology,
+        Host::Peer,
+        PEER_V4.into(),
+        SIP_PORT,
+        1000,
+        Duration::from_secs(15),
+    )?;
+    wait_state(true)?;
+    drop(uas);
+    gateway.stop()?;
+    Ok(())
+}

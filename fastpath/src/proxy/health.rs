@@ -37,7 +37,10 @@ impl PeerHealth {
         counters: Arc<ProxyCounters>,
         writer: Option<StateWriter>,
     ) -> Self {
-        let misses = table.peers().iter().map(|_| AtomicU32::new(0)).collect();
+        // Room for every peer slot the maps can hold: peers may join the table later.
+        let misses = (0..fastpath_common::maps::MAX_PEERS)
+            .map(|_| AtomicU32::new(0))
+            .collect();
         Self {
             table,
             misses,
@@ -90,20 +93,27 @@ impl PeerHealth {
     }
 }
 
-/// Pings every peer every `interval` until the task is dropped.
+/// Pings every peer every `interval` until the task is dropped; peers that join the table
+/// later (the registry's) are pinged from the next interval on.
 pub async fn run(health: Arc<PeerHealth>, interval: Duration) {
-    let peers = health.table.peers();
     let mut tasks = tokio::task::JoinSet::new();
-    for (id, peer) in peers.iter().enumerate() {
-        let health = Arc::clone(&health);
-        let address = peer.address;
-        tasks.spawn(async move {
-            if let Err(error) = ping_loop(&health, id as u32, address, interval).await {
-                warn!(peer = id, %error, "health checks stopped");
-            }
-        });
+    let mut pinged = 0;
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        let peers = health.table.peers();
+        for (id, peer) in peers.iter().enumerate().skip(pinged) {
+            let health = Arc::clone(&health);
+            let address = peer.address;
+            tasks.spawn(async move {
+                if let Err(error) = ping_loop(&health, id as u32, address, interval).await {
+                    warn!(peer = id, %error, "health checks stopped");
+                }
+            });
+        }
+        pinged = peers.len();
+        while tasks.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
 }
 
 async fn ping_loop(

@@ -66,7 +66,8 @@ pub fn start(
             trunks.sweep(trunks.now());
         }
     }));
-    if settings.health.enabled && !config.peers.is_empty() {
+    // Peers can arrive later (the registry's), so health runs even with none configured.
+    if settings.health.enabled {
         tasks.push(tokio::spawn(health::run(health, settings.health.interval)));
     }
     info!(
