@@ -254,8 +254,9 @@ pub fn set_peer_state(
     Ok(())
 }
 
-/// Where a `PEERS` slot points; `None` for an empty slot.
-pub fn peer_socket_addr(peer: &PeerValue) -> Option<std::net::SocketAddr> {
+/// Where a `PEERS` slot points (the inverse of [`peer_value_for`]); `None` for an empty
+/// slot.
+pub fn peer_address(peer: &PeerValue) -> Option<std::net::SocketAddr> {
     let ip = match peer.family {
         FAMILY_IPV4 => {
             std::net::IpAddr::from([peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]])
@@ -272,7 +273,7 @@ pub fn peer_addresses(pin_dir: &std::path::Path) -> anyhow::Result<Vec<std::net:
     let peers: Array<_, PeerValue> = Array::try_from(aya::maps::Map::Array(data))?;
     let mut out = Vec::new();
     for id in 0..MAX_PEERS {
-        out.extend(peer_socket_addr(&peers.get(&id, 0)?));
+        out.extend(peer_address(&peers.get(&id, 0)?));
     }
     Ok(out)
 }

@@ -210,7 +210,7 @@ impl Collector for XdpCollector {
 
 /// A peer as `address:port`, the way operators configure it.
 pub(crate) fn peer_label(peer: &PeerValue) -> String {
-    crate::maps::peer_socket_addr(peer).map_or_else(|| "unknown".into(), |a| a.to_string())
+    crate::maps::peer_address(peer).map_or_else(|| "unknown".into(), |a| a.to_string())
 }
 
 /// `GET /metrics` on `listener` until the task is dropped.

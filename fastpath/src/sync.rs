@@ -17,7 +17,7 @@
 pub mod batch;
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::SocketAddr,
     os::fd::AsFd,
     path::Path,
     sync::{
@@ -30,13 +30,14 @@ use std::{
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
 use fastpath_common::{
     RouteKey,
-    maps::{self as names, FAMILY_IPV4, FAMILY_IPV6, MAX_PEERS, PeerValue, RouteValue},
+    maps::{self as names, MAX_PEERS, PeerValue, RouteValue},
 };
 use rustc_hash::FxHashMap as StdHashMap;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tracing::{info, warn};
 
 use crate::{
+    maps::peer_address,
     registry::{NumberRecord, Registry, RoutableNumber, Store, number::route_key},
     verify::Channel,
 };
@@ -159,20 +160,6 @@ pub struct Syncer {
     desired: StdHashMap<RouteKey, u32>,
     peers: PeerTable,
     counters: Arc<SyncCounters>,
-}
-
-pub fn peer_address(value: &PeerValue) -> Option<SocketAddr> {
-    let ip = match value.family {
-        FAMILY_IPV4 => IpAddr::V4(Ipv4Addr::new(
-            value.addr[0],
-            value.addr[1],
-            value.addr[2],
-            value.addr[3],
-        )),
-        FAMILY_IPV6 => IpAddr::V6(Ipv6Addr::from(value.addr)),
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, value.port))
 }
 
 impl Syncer {
