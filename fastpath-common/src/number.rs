@@ -72,6 +72,16 @@ impl RouteKey {
     }
 }
 
+/// The digits as dialed, without a `+`: `15550100001`, `0044207946001`.
+impl core::fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut digits = [0u8; MAX_DIGITS as usize];
+        let len = self.write_digits(&mut digits);
+        // Always ASCII digits.
+        f.write_str(core::str::from_utf8(&digits[..len]).map_err(|_| core::fmt::Error)?)
+    }
+}
+
 /// Accumulates digits into a [`RouteKey`].
 ///
 /// `push` never branches on the count: the classifier's loop stays free of state the eBPF
@@ -163,6 +173,17 @@ mod tests {
         let mut out = [0; 15];
         key.write_digits(&mut out);
         out
+    }
+
+    #[test]
+    fn keys_display_their_digits() {
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(
+            normalize_number(b"+1 (555) 010-0001").unwrap().to_string(),
+            "15550100001"
+        );
+        assert_eq!(normalize_number(b"0044").unwrap().to_string(), "0044");
     }
 
     #[test]

@@ -136,12 +136,9 @@ fn route_maps(pin_dir: &Path) -> anyhow::Result<(RoutesMap, PeersMap)> {
 
 /// `+15550100001 -> 198.51.100.2:5060 (up)`
 fn route_line(key: fastpath_common::RouteKey, value: maps::RouteValue, peers: &PeersMap) -> String {
-    let mut digits = [0u8; 15];
-    let n = key.write_digits(&mut digits);
-    let number = String::from_utf8_lossy(&digits[..n]);
     match peers.get(&value.peer_id, 0) {
         Ok(peer) if peer.family != 0 => format!(
-            "+{number} -> {} ({})",
+            "+{key} -> {} ({})",
             crate::metrics::peer_label(&peer),
             if peer.state == maps::PEER_UP {
                 "up"
@@ -149,7 +146,7 @@ fn route_line(key: fastpath_common::RouteKey, value: maps::RouteValue, peers: &P
                 "down"
             }
         ),
-        _ => format!("+{number} -> peer #{} (no such peer)", value.peer_id),
+        _ => format!("+{key} -> peer #{} (no such peer)", value.peer_id),
     }
 }
 

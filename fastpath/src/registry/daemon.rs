@@ -75,13 +75,10 @@ pub async fn start<C: Channel>(
     let settings = Settings {
         verified_ttl: rc.verified_ttl,
         // The number the verification listener answers for, unless one is set here.
-        missed_call_number: rc.missed_call_number.clone().or_else(|| {
-            config.verification.as_ref().map(|v| {
-                let mut digits = [0u8; 15];
-                let n = v.number.write_digits(&mut digits);
-                String::from_utf8_lossy(&digits[..n]).into_owned()
-            })
-        }),
+        missed_call_number: rc
+            .missed_call_number
+            .clone()
+            .or_else(|| config.verification.as_ref().map(|v| v.number.to_string())),
         ..Settings::default()
     };
     let registry = Registry::new(store, channel, settings);

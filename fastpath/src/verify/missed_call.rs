@@ -51,10 +51,9 @@ pub fn classify_missed_call(
         Some(asserted) => asserted_number(asserted)?,
         None => uri_number(sip::uri_of(message.header("from")?)?)?,
     };
-    let mut digits = [0u8; 15];
-    let len = caller.write_digits(&mut digits);
-    let caller = String::from_utf8_lossy(&digits[..len]).into_owned();
-    Some(MissedCall { caller })
+    Some(MissedCall {
+        caller: caller.to_string(),
+    })
 }
 
 /// The first phone number among the identities of a P-Asserted-Identity (a `sip:` and a
