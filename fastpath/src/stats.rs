@@ -26,6 +26,21 @@ impl Counters {
         Self::read(&PerCpuArray::try_from(Map::PerCpuArray(data))?)
     }
 
+    /// A table of each counter, its total and its rate since `before`, `secs` earlier.
+    pub fn rates_since(&self, before: &Counters, secs: f64) -> String {
+        let mut out = format!("{:<18}{:>14}{:>14}\n", "counter", "total", "per second");
+        for counter in Counter::ALL {
+            let rate = self.get(counter).saturating_sub(before.get(counter)) as f64 / secs;
+            out += &format!(
+                "{:<18}{:>14}{:>14.1}\n",
+                counter.name(),
+                self.get(counter),
+                rate
+            );
+        }
+        out
+    }
+
     /// `{"hit": 3, "miss": 1, ...}`
     pub fn to_json(&self) -> String {
         let fields: Vec<String> = Counter::ALL
@@ -102,16 +117,7 @@ pub fn watch(
         if terminal {
             out += "\x1b[2J\x1b[H"; // clear, home
         }
-        out += &format!("{:<18}{:>14}{:>14}\n", "counter", "total", "per second");
-        for counter in Counter::ALL {
-            let rate = now.get(counter).saturating_sub(before.get(counter)) as f64 / secs;
-            out += &format!(
-                "{:<18}{:>14}{:>14.1}\n",
-                counter.name(),
-                now.get(counter),
-                rate
-            );
-        }
+        out += &now.rates_since(&before, secs);
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(out.as_bytes())?;
         stdout.flush()?;
@@ -231,15 +237,6 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
     std::thread::sleep(std::time::Duration::from_secs(1).saturating_sub(started.elapsed()));
     let now = Counters::read_pinned(pin_dir)?;
     let secs = started.elapsed().as_secs_f64();
-    println!("{:<18}{:>14}{:>14}", "counter", "total", "per second");
-    for counter in Counter::ALL {
-        let rate = now.get(counter).saturating_sub(before.get(counter)) as f64 / secs;
-        println!(
-            "{:<18}{:>14}{:>14.1}",
-            counter.name(),
-            now.get(counter),
-            rate
-        );
-    }
+    print!("{}", now.rates_since(&before, secs));
     Ok(())
 }
