@@ -25,7 +25,7 @@ use std::{
 use anyhow::{bail, ensure};
 use fastpath::{
     config::Config,
-    proxy::{Proxy, ProxyCounters, health::PeerHealth, trunks::Trunks, udp::Workers},
+    proxy::{service::Parts, udp::Workers},
     routing::RouteTable,
 };
 use fastpath_tests::{ChildGuard, Host, Topology, netns::*};
@@ -132,16 +132,8 @@ fn handle_ns() -> anyhow::Result<f64> {
         }
     }
     let config = bench_config()?;
-    let counters = Arc::new(ProxyCounters::default());
     let table = Arc::new(RouteTable::from_config(&config));
-    let trunks = Arc::new(Trunks::new(&config.proxy, Arc::clone(&counters)));
-    let health = Arc::new(PeerHealth::new(
-        Arc::clone(&table),
-        3,
-        Arc::clone(&counters),
-        None,
-    ));
-    let proxy = Proxy::new(config.proxy.listen.clone(), table, trunks, health);
+    let proxy = Parts::new(&config.proxy, table, None).proxy;
     let messages: Vec<Vec<u8>> = (0..DISTINCT).map(invite).collect();
     let src = SocketAddr::new(CALLER_V4.into(), 42000);
     let mut out = Vec::with_capacity(4096);
@@ -494,22 +486,9 @@ impl InProcessProxy {
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 bail!("setns: {}", std::io::Error::last_os_error());
             }
-            let counters = Arc::new(ProxyCounters::default());
             let table = Arc::new(RouteTable::from_config(&config));
-            let trunks = Arc::new(Trunks::new(&config.proxy, Arc::clone(&counters)));
-            let health = Arc::new(PeerHealth::new(
-                Arc::clone(&table),
-                3,
-                Arc::clone(&counters),
-                None,
-            ));
-            let proxy = Arc::new(Proxy::new(
-                config.proxy.listen.clone(),
-                table,
-                trunks,
-                health,
-            ));
-            Workers::start(proxy, counters, config.proxy.workers)
+            let parts = Parts::new(&config.proxy, table, None);
+            Workers::start(parts.proxy, parts.counters, config.proxy.workers)
         })
         .join()
         .map_err(|_| anyhow::anyhow!("proxy start thread panicked"))??;

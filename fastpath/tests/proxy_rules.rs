@@ -5,10 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use fastpath::{
     config::Config,
-    proxy::{
-        Action, Egress, Inbound, Proxy, ProxyCounter, ProxyCounters, Tally, health::PeerHealth,
-        trunks::Trunks,
-    },
+    proxy::{Action, Egress, Inbound, Proxy, ProxyCounter, ProxyCounters, Tally, service::Parts},
     routing::RouteTable,
     sip::Message,
 };
@@ -41,7 +38,7 @@ impl Egress for BySubnet {
 }
 
 struct Rig {
-    proxy: Proxy,
+    proxy: Arc<Proxy>,
     table: Arc<RouteTable>,
     counters: Arc<ProxyCounters>,
     tally: Tally,
@@ -52,24 +49,14 @@ fn rig() -> Rig {
         "[proxy]\nlisten = [\"{GW_CALLER}\", \"{GW_CARRIER}\", \"198.51.100.1:5060\"]\n\
          [[peers]]\nname = \"pbx\"\naddress = \"{PEER}\"\n\
          [[routes]]\nnumber = \"+1 555 010 0001\"\npeer = \"pbx\"\n\
-         [[trunks]]\nname = \"carrier\"\naddress = \"{TRUNK}\"\n"
+         [[trunks]]\nname = \"carrier\"\naddress = \"{TRUNK}\"\n\
+         [health]\nmisses = 1\n"
     ))
     .unwrap();
-    let counters = Arc::new(ProxyCounters::default());
     let table = Arc::new(RouteTable::from_config(&config));
-    let trunks = Arc::new(Trunks::new(&config.proxy, Arc::clone(&counters)));
-    let health = Arc::new(PeerHealth::new(
-        Arc::clone(&table),
-        1,
-        Arc::clone(&counters),
-        None,
-    ));
-    let proxy = Proxy::new(
-        config.proxy.listen.clone(),
-        Arc::clone(&table),
-        trunks,
-        health,
-    );
+    let Parts {
+        proxy, counters, ..
+    } = Parts::new(&config.proxy, Arc::clone(&table), None);
     Rig {
         proxy,
         table,

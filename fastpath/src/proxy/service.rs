@@ -7,6 +7,7 @@ use tracing::info;
 use super::{
     Proxy, ProxyCounters,
     health::{self, PeerHealth, StateWriter},
+    settings::ProxyConfig,
     trunks::Trunks,
     udp::Workers,
 };
@@ -31,6 +32,45 @@ impl Running {
     }
 }
 
+/// The proxy's parts, wired together as the daemon runs them; tests and benchmarks build
+/// the same without sockets or background tasks.
+pub struct Parts {
+    pub counters: Arc<ProxyCounters>,
+    pub trunks: Arc<Trunks>,
+    pub health: Arc<PeerHealth>,
+    pub proxy: Arc<Proxy>,
+}
+
+impl Parts {
+    /// `writer` mirrors peer states into the fast path's `PEERS` map.
+    pub fn new(
+        settings: &ProxyConfig,
+        table: Arc<RouteTable>,
+        writer: Option<StateWriter>,
+    ) -> Self {
+        let counters = Arc::new(ProxyCounters::default());
+        let trunks = Arc::new(Trunks::new(settings, Arc::clone(&counters)));
+        let health = Arc::new(PeerHealth::new(
+            Arc::clone(&table),
+            settings.health.misses,
+            Arc::clone(&counters),
+            writer,
+        ));
+        let proxy = Arc::new(Proxy::new(
+            settings.listen.clone(),
+            table,
+            Arc::clone(&trunks),
+            Arc::clone(&health),
+        ));
+        Self {
+            counters,
+            trunks,
+            health,
+            proxy,
+        }
+    }
+}
+
 /// Starts the proxy if the config gives it addresses (must run inside a tokio runtime),
 /// reading `table`; `writer` mirrors peer states into the fast path's `PEERS` map.
 pub fn start(
@@ -43,20 +83,12 @@ pub fn start(
         info!("no [proxy] listen addresses: the userspace proxy is off");
         return Ok(None);
     }
-    let counters = Arc::new(ProxyCounters::default());
-    let trunks = Arc::new(Trunks::new(settings, Arc::clone(&counters)));
-    let health = Arc::new(PeerHealth::new(
-        Arc::clone(&table),
-        settings.health.misses,
-        Arc::clone(&counters),
-        writer,
-    ));
-    let proxy = Arc::new(Proxy::new(
-        settings.listen.clone(),
-        Arc::clone(&table),
-        Arc::clone(&trunks),
-        Arc::clone(&health),
-    ));
+    let Parts {
+        counters,
+        trunks,
+        health,
+        proxy,
+    } = Parts::new(settings, Arc::clone(&table), writer);
     let workers = Workers::start(proxy, Arc::clone(&counters), settings.workers)?;
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(async move {
