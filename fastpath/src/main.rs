@@ -241,8 +241,11 @@ async fn daemon(
         maps::set_local_addrs(&pin_dir, &maps::local_addresses()?)?;
         tokio::spawn(refresh_local_addrs(pin_dir.clone()));
     }
-    if _registry.is_some() {
-        tokio::spawn(follow_registry_peers(pin_dir.clone(), Arc::clone(&table)));
+    if let Some(registry) = &_registry {
+        tokio::spawn(follow_registry_peers(
+            Arc::clone(&registry.counters),
+            Arc::clone(&table),
+        ));
     }
     let proxy = proxy_service::start(&config, Arc::clone(&table), writer)?;
     if let Some(listen) = config.metrics_listen {
@@ -385,18 +388,18 @@ async fn start_registry(
 
 /// Puts the peers the registry's sync wrote into `PEERS` in the route table too, so that
 /// health checks ping them and a dead one leaves the fast path like a configured one.
-async fn follow_registry_peers(pin_dir: PathBuf, table: Arc<RouteTable>) {
+async fn follow_registry_peers(sync: Arc<fastpath::sync::SyncCounters>, table: Arc<RouteTable>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        match maps::peer_addresses(&pin_dir) {
-            Ok(addresses) => {
-                let added = table.ensure_peers(&addresses);
-                if added > 0 {
-                    info!(added, "registry peers now health-checked");
-                }
-            }
-            Err(error) => warn!(error = format!("{error:#}"), "reading PEERS"),
+        let addresses = sync
+            .peer_addresses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let added = table.ensure_peers(&addresses);
+        if added > 0 {
+            info!(added, "registry peers now health-checked");
         }
     }
 }

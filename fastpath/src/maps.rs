@@ -266,14 +266,3 @@ pub fn peer_address(peer: &PeerValue) -> Option<std::net::SocketAddr> {
     };
     Some(std::net::SocketAddr::new(ip, peer.port))
 }
-
-/// The addresses of every used `PEERS` slot.
-pub fn peer_addresses(pin_dir: &std::path::Path) -> anyhow::Result<Vec<std::net::SocketAddr>> {
-    let data = open_pinned(pin_dir, maps::PEERS)?;
-    let peers: Array<_, PeerValue> = Array::try_from(aya::maps::Map::Array(data))?;
-    let mut out = Vec::new();
-    for id in 0..MAX_PEERS {
-        out.extend(peer_address(&peers.get(&id, 0)?));
-    }
-    Ok(out)
-}

@@ -100,6 +100,8 @@ pub struct SyncCounters {
     pub routes: AtomicU64,
     /// Distinct peers in use now.
     pub peers: AtomicU64,
+    /// Their addresses (peer health pings them).
+    pub peer_addresses: std::sync::Mutex<Vec<SocketAddr>>,
     /// Incremental changes applied.
     pub updates: AtomicU64,
     /// Periodic reconciles run.
@@ -366,12 +368,7 @@ impl Syncer {
         report.routes = pass.desired.len();
         report.peers = self.peers.ids.len();
         self.desired = pass.desired;
-        self.counters
-            .routes
-            .store(self.desired.len() as u64, Ordering::Relaxed);
-        self.counters
-            .peers
-            .store(report.peers as u64, Ordering::Relaxed);
+        self.publish();
         Ok(report)
     }
 
@@ -423,13 +420,25 @@ impl Syncer {
             self.release_peer(id)?;
         }
         self.counters.updates.fetch_add(1, Ordering::Relaxed);
+        self.publish();
+        Ok(true)
+    }
+
+    /// Tells the rest of the daemon what the maps now hold.
+    fn publish(&self) {
         self.counters
             .routes
             .store(self.desired.len() as u64, Ordering::Relaxed);
         self.counters
             .peers
             .store(self.peers.ids.len() as u64, Ordering::Relaxed);
-        Ok(true)
+        let mut addresses = self
+            .counters
+            .peer_addresses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        addresses.clear();
+        addresses.extend(self.peers.ids.keys().copied());
     }
 
     /// Reads the registry and reconciles, on the blocking pool: the registry is read in
