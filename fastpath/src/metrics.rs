@@ -47,6 +47,39 @@ impl Metrics {
         &self.registry
     }
 
+    /// A counter whose value `read` gives at scrape time.
+    fn live_counter(
+        &self,
+        name: &str,
+        help: &str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        let metric = LiveKind::Counter(prometheus::IntCounter::new(name, help)?);
+        self.register_live(metric, read)
+    }
+
+    /// A gauge whose value `read` gives at scrape time.
+    fn live_gauge(
+        &self,
+        name: &str,
+        help: &str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        self.register_live(LiveKind::Gauge(IntGauge::new(name, help)?), read)
+    }
+
+    fn register_live(
+        &self,
+        metric: LiveKind,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        self.registry.register(Box::new(Live {
+            metric,
+            read: Box::new(read),
+        }))?;
+        Ok(())
+    }
+
     /// The proxy's outcome and health-transition counters, as `fastpath_<name>`.
     pub fn register_proxy(
         &self,
@@ -54,17 +87,12 @@ impl Metrics {
     ) -> anyhow::Result<()> {
         use crate::proxy::counters::ProxyCounter;
         for &counter in ProxyCounter::ALL {
-            let metric = prometheus::IntCounter::new(
-                format!("fastpath_{}", counter.name()),
+            let counters = Arc::clone(&counters);
+            self.live_counter(
+                &format!("fastpath_{}", counter.name()),
                 counter.help(),
+                move || counters.get(counter),
             )?;
-            self.registry.register(Box::new(LiveCounter {
-                metric,
-                read: {
-                    let counters = Arc::clone(&counters);
-                    Box::new(move || counters.get(counter))
-                },
-            }))?;
         }
         Ok(())
     }
@@ -83,9 +111,36 @@ impl Metrics {
     /// The registry sync's state: routes and peers in the maps, updates, reconciles and the
     /// drift they repaired.
     pub fn register_sync(&self, counters: Arc<crate::sync::SyncCounters>) -> anyhow::Result<()> {
-        self.registry
-            .register(Box::new(SyncCollector::new(counters)?))?;
-        Ok(())
+        use std::sync::atomic::AtomicU64;
+        let read = |field: fn(&crate::sync::SyncCounters) -> &AtomicU64| {
+            let counters = Arc::clone(&counters);
+            move || field(&counters).load(Ordering::Relaxed)
+        };
+        self.live_gauge(
+            "fastpath_routes",
+            "Numbers in the ROUTES map (registry and static).",
+            read(|c| &c.routes),
+        )?;
+        self.live_gauge(
+            "fastpath_peers",
+            "Distinct peer paths the routes point at.",
+            read(|c| &c.peers),
+        )?;
+        self.live_counter(
+            "fastpath_sync_updates_total",
+            "Registry changes applied to the maps as they committed.",
+            read(|c| &c.updates),
+        )?;
+        self.live_counter(
+            "fastpath_sync_reconciles_total",
+            "Full comparisons of the maps with the registry.",
+            read(|c| &c.reconciles),
+        )?;
+        self.live_counter(
+            "fastpath_sync_repairs_total",
+            "Map entries a reconcile found wrong (missing, stale or extra) and fixed.",
+            read(|c| &c.repairs),
+        )
     }
 
     /// The text exposition format (version 0.0.4).
@@ -233,102 +288,37 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> 
     Ok(())
 }
 
-/// The sync's atomics, read at scrape time.
-struct SyncCollector {
-    counters: Arc<crate::sync::SyncCounters>,
-    routes: IntGauge,
-    peers: IntGauge,
-    updates: prometheus::IntCounter,
-    reconciles: prometheus::IntCounter,
-    repairs: prometheus::IntCounter,
-    descs: Vec<Desc>,
-}
-
-impl SyncCollector {
-    fn new(counters: Arc<crate::sync::SyncCounters>) -> anyhow::Result<Self> {
-        let routes = IntGauge::new(
-            "fastpath_routes",
-            "Numbers in the ROUTES map (registry and static).",
-        )?;
-        let peers = IntGauge::new("fastpath_peers", "Distinct peer paths the routes point at.")?;
-        let updates = prometheus::IntCounter::new(
-            "fastpath_sync_updates_total",
-            "Registry changes applied to the maps as they committed.",
-        )?;
-        let reconciles = prometheus::IntCounter::new(
-            "fastpath_sync_reconciles_total",
-            "Full comparisons of the maps with the registry.",
-        )?;
-        let repairs = prometheus::IntCounter::new(
-            "fastpath_sync_repairs_total",
-            "Map entries a reconcile found wrong (missing, stale or extra) and fixed.",
-        )?;
-        let descs = [
-            routes.desc(),
-            peers.desc(),
-            updates.desc(),
-            reconciles.desc(),
-            repairs.desc(),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
-        Ok(Self {
-            counters,
-            routes,
-            peers,
-            updates,
-            reconciles,
-            repairs,
-            descs,
-        })
-    }
-}
-
-impl Collector for SyncCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let c = &self.counters;
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        self.routes.set(load(&c.routes) as i64);
-        self.peers.set(load(&c.peers) as i64);
-        for (metric, value) in [
-            (&self.updates, load(&c.updates)),
-            (&self.reconciles, load(&c.reconciles)),
-            (&self.repairs, load(&c.repairs)),
-        ] {
-            metric.reset();
-            metric.inc_by(value);
-        }
-        [
-            self.routes.collect(),
-            self.peers.collect(),
-            self.updates.collect(),
-            self.reconciles.collect(),
-            self.repairs.collect(),
-        ]
-        .concat()
-    }
-}
-
-/// A counter whose value lives elsewhere (an atomic), read at scrape time.
-struct LiveCounter {
-    metric: prometheus::IntCounter,
+/// A counter or gauge whose value lives elsewhere (an atomic), read at scrape time.
+struct Live {
+    metric: LiveKind,
     read: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
-impl Collector for LiveCounter {
+enum LiveKind {
+    Counter(prometheus::IntCounter),
+    Gauge(IntGauge),
+}
+
+impl Collector for Live {
     fn desc(&self) -> Vec<&Desc> {
-        self.metric.desc()
+        match &self.metric {
+            LiveKind::Counter(c) => c.desc(),
+            LiveKind::Gauge(g) => g.desc(),
+        }
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        self.metric.reset();
-        self.metric.inc_by((self.read)());
-        self.metric.collect()
+        let value = (self.read)();
+        match &self.metric {
+            LiveKind::Counter(c) => {
+                c.reset();
+                c.inc_by(value);
+                c.collect()
+            }
+            LiveKind::Gauge(g) => {
+                g.set(value as i64);
+                g.collect()
+            }
+        }
     }
 }
