@@ -229,7 +229,7 @@ async fn daemon(
     });
     // With a registry, its sync owns ROUTES and PEERS (keeping the config's routes as
     // static ones); it needs the fast path's pinned maps.
-    let _registry = match (&config.registry, &fast_path) {
+    let registry = match (&config.registry, &fast_path) {
         (Some(_), Some(_)) => Some(start_registry(&config, &pin_dir).await?),
         (Some(_), None) => {
             warn!("[registry] needs the XDP fast path's maps: registered numbers are not routed");
@@ -238,10 +238,9 @@ async fn daemon(
         (None, _) => None,
     };
     if fast_path.is_some() && config.local_only {
-        maps::set_local_addrs(&pin_dir, &maps::local_addresses()?)?;
         tokio::spawn(refresh_local_addrs(pin_dir.clone()));
     }
-    if let Some(registry) = &_registry {
+    if let Some(registry) = &registry {
         tokio::spawn(follow_registry_peers(
             Arc::clone(&registry.counters),
             Arc::clone(&table),
@@ -250,7 +249,7 @@ async fn daemon(
     let proxy = proxy_service::start(&config, Arc::clone(&table), writer)?;
     if let Some(listen) = config.metrics_listen {
         let metrics = Metrics::new(fast_path.as_ref().map(|_| pin_dir.clone()))?;
-        match &_registry {
+        match &registry {
             Some(registry) => metrics.register_sync(registry.counters.clone())?,
             None if fast_path.is_some() => metrics.register_static_routes(config.routes.len())?,
             None => {}
@@ -318,6 +317,10 @@ fn start_fast_path(
         Err(error) => warn!(%error, "eBPF logs unavailable"),
     }
     maps::write_settings(&mut ebpf, config)?;
+    if config.local_only {
+        // Before attaching: with the flag set and no addresses, every hit would pass.
+        maps::set_local_addrs(pin_dir, &maps::local_addresses()?)?;
+    }
     // With a registry, its sync fills the routes (see `start_registry`): writing the
     // config's alone first would drop adopted routes for a moment.
     if config.registry.is_none() {
@@ -408,6 +411,7 @@ async fn follow_registry_peers(sync: Arc<fastpath::sync::SyncCounters>, table: A
 /// an address added to the box is taken within the interval.
 async fn refresh_local_addrs(pin_dir: PathBuf) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await; // the first tick is now: the addresses were just written
     loop {
         tick.tick().await;
         let result = maps::local_addresses().and_then(|a| maps::set_local_addrs(&pin_dir, &a));
