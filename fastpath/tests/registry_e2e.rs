@@ -130,6 +130,19 @@ fn cli_ok(topology: &Topology, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// Whether `fastpath numbers ARGS` succeeded, and all it printed (errors go to stderr).
+fn cli_result(topology: &Topology, args: &[&str]) -> Result<(bool, String)> {
+    let out = cli(topology, args)?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
 /// `calls` calls to `number` from the caller; how many reached the peer.
 fn calls_reaching_peer(topology: &Topology, number: &str, calls: u32) -> Result<u64> {
     let uas = Uas::start(
@@ -390,16 +403,7 @@ fn missed_call_verifies_a_number_through_the_daemon() -> Result<()> {
     let gateway = Gateway::start(&topology, binary(), &config)?;
     let pin_dir = gateway.pin_dir().to_path_buf();
 
-    let run = |args: &[&str]| -> Result<String> {
-        let out = cli(&topology, args)?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ensure!(out.status.success(), "fastpath numbers {args:?}: {text}");
-        Ok(text)
-    };
+    let run = |args: &[&str]| cli_ok(&topology, args);
     run(&[
         "add",
         OWNER,
@@ -518,17 +522,7 @@ fn message_verification_through_the_daemon() -> Result<()> {
     );
     let gateway = Gateway::start(&topology, binary(), &config)?;
     let pin_dir = gateway.pin_dir().to_path_buf();
-    let run = |args: &[&str]| -> Result<(bool, String)> {
-        let out = cli(&topology, args)?;
-        Ok((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ))
-    };
+    let run = |args: &[&str]| cli_result(&topology, args);
     // The code of the `nth` MESSAGE the trunk received (the digits run in its body).
     let code_sent = |nth: usize| -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
