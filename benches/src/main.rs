@@ -25,9 +25,7 @@ mod rawbpf;
 mod sync;
 
 use std::{
-    fs::File,
     net::SocketAddr,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -248,7 +246,7 @@ struct Report {
 
 /// Runs in its own thread, which it moves into the gateway namespace.
 fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report> {
-    enter_netns(&topo.ns_name(Host::Gateway))?;
+    fastpath_tests::netns::enter_netns(&topo.ns_name(Host::Gateway))?;
     if let Some(cpu) = pin_to_current_cpu() {
         eprintln!("benchmark thread pinned to CPU {cpu}");
     }
@@ -612,17 +610,6 @@ fn route_key(i: u32) -> anyhow::Result<RouteKey> {
 fn xdp_md(len: usize, ingress: u32) -> Vec<u8> {
     let fields: [u32; 6] = [0, len as u32, 0, ingress, 0, 0];
     fields.iter().flat_map(|f| f.to_ne_bytes()).collect()
-}
-
-/// Moves the calling thread (only) into the named network namespace.
-fn enter_netns(name: &str) -> anyhow::Result<()> {
-    let path = Path::new("/run/netns").join(name);
-    let ns = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: `ns` is an open namespace file; CLONE_NEWNET switches only this thread.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns into {name}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Keeps the benchmark thread on the CPU it runs on (test runs execute on the caller's

@@ -479,13 +479,10 @@ struct InProcessProxy {
 impl InProcessProxy {
     fn start(topo: &Topology) -> anyhow::Result<Self> {
         let config = bench_config()?;
-        let path = PathBuf::from("/run/netns").join(topo.ns_name(Host::Gateway));
+        let ns = topo.ns_name(Host::Gateway);
         let workers = std::thread::spawn(move || -> anyhow::Result<Workers> {
-            let ns = std::fs::File::open(&path)?;
-            // SAFETY: a namespace fd; only this thread (and the threads it spawns) move.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
+            // The worker threads it spawns are born in the namespace too.
+            fastpath_tests::netns::enter_netns(&ns)?;
             let table = Arc::new(RouteTable::from_config(&config));
             let parts = Parts::new(&config.proxy, table, None);
             Workers::start(parts.proxy, parts.counters, config.proxy.workers)

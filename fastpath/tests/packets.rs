@@ -17,7 +17,7 @@ use common::*;
 use fastpath_common::{Counter, SCAN_LEN, Verdict, classify_bytes};
 use fastpath_tests::{
     FrameSpec, Host, Iface, Topology,
-    netns::{CALLER_V4, CALLER_V6, PEER_V4, PEER_V6},
+    netns::{CALLER_V4, CALLER_V6, PEER_V4, PEER_V6, in_netns},
     packet::{self, Ipv6Ext},
 };
 

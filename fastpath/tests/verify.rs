@@ -14,7 +14,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use common::in_netns;
 use fastpath::verify::{
     Channel, Failure, MissedCall, SipTrunkChannel, Timers,
     dtmf::{self, RtpEvent},
@@ -22,6 +21,7 @@ use fastpath::verify::{
     sip::{Message, StartLine},
 };
 use fastpath_common::normalize_number;
+use fastpath_tests::netns::in_netns;
 use fastpath_tests::{ChildGuard, Host, Topology, netns::*};
 use tempfile::TempDir;
 use tokio::sync::mpsc;

@@ -112,34 +112,23 @@ impl Gateway {
     /// `GET path` from the daemon's HTTP endpoint at `addr` (inside the gateway namespace);
     /// the body of a 200 answer.
     pub fn http_get(&self, addr: std::net::SocketAddr, path: &str) -> Result<String> {
-        use std::{
-            io::{Read, Write},
-            os::fd::AsRawFd,
-        };
-        let netns = fs::File::open(&self.netns)?;
-        let path = path.to_string();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || -> Result<String> {
-                    // SAFETY: an open namespace file; CLONE_NEWNET moves only this thread.
-                    if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        bail!("setns: {}", std::io::Error::last_os_error());
-                    }
-                    let mut stream =
-                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-                    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-                    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-                    let mut answer = String::new();
-                    stream.read_to_string(&mut answer)?;
-                    let (head, body) =
-                        answer.split_once("\r\n\r\n").context("no end of headers")?;
-                    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-                        bail!("GET {path}: {head}");
-                    }
-                    Ok(body.to_string())
-                })
-                .join()
-                .map_err(|_| anyhow::anyhow!("HTTP thread panicked"))?
+        use std::io::{Read, Write};
+        let ns = self
+            .netns
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("namespace path")?;
+        crate::netns::in_netns(ns, || {
+            let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            let (head, body) = answer.split_once("\r\n\r\n").context("no end of headers")?;
+            if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+                bail!("GET {path}: {head}");
+            }
+            Ok(body.to_string())
         })
     }
 

@@ -226,23 +226,9 @@ impl Topology {
         host: Host,
         addr: std::net::SocketAddr,
     ) -> Result<std::net::UdpSocket> {
-        let path = Path::new("/run/netns").join(self.ns_name(host));
-        std::thread::spawn(move || -> Result<std::net::UdpSocket> {
-            let ns = std::fs::File::open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid namespace fd; only this thread changes namespace.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!(
-                    "setns {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                );
-            }
+        in_netns(&self.ns_name(host), || {
             std::net::UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))
         })
-        .join()
-        .map_err(|_| anyhow::anyhow!("netns socket thread panicked"))?
     }
 
     /// Adds another address to the carrier's interface (e.g. 203.0.113.3 for a second
@@ -423,6 +409,38 @@ impl Drop for Topology {
 
 /// Runs `cmd` to completion, capturing output; an error carrying stderr unless it
 /// exits 0.
+/// Moves the calling thread (only) into the network namespace `/run/netns/{name}`.
+pub fn enter_netns(name: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let path = Path::new("/run/netns").join(name);
+    let ns = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: a valid namespace fd; CLONE_NEWNET moves only this thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "setns {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `f` on a new thread in the network namespace `/run/netns/{name}`; the calling
+/// thread (and the rest of the process) stays where it is. What `f` binds or connects
+/// lives in that namespace.
+pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(move || -> Result<T> {
+            enter_netns(name)?;
+            f()
+        });
+        match handle.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd
         .stdin(Stdio::null())

@@ -1,17 +1,15 @@
 //! Shared by the XDP integration tests: the program loaded with its maps pinned in a
 //! directory of its own (removed again on drop), `BPF_PROG_TEST_RUN` with a real `xdp_md`,
-//! counter deltas, and running code inside a test topology's gateway namespace.
+//! and counter deltas.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::{
-    fs::File,
     net::SocketAddr,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
     maps::{Map, MapData, PerCpuArray},
@@ -312,30 +310,6 @@ pub fn fix_ipv4_checksum(frame: &mut [u8]) {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-}
-
-/// Runs `f` on a new thread whose network namespace is `/run/netns/{ns}`; the calling
-/// thread (and the rest of the test binary) stays where it is.
-pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|scope| {
-        let handle = scope.spawn(move || -> Result<T> {
-            let path = Path::new("/run/netns").join(ns);
-            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            // SAFETY: a valid namespace fd; only this thread changes namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            ensure!(
-                rc == 0,
-                "setns({}): {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-            f()
-        });
-        match handle.join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
 }
 
 /// A MAC address as `ip` and sysfs print it.
