@@ -156,7 +156,8 @@ pub fn run() -> anyhow::Result<Vec<Value>> {
             bail!("full sync added {} of {ENTRIES}", report.added);
         }
         // Restart: the same load onto the map as it is.
-        let syncer = Syncer::new(syncer.into_maps(), 2, []);
+        let maps = syncer.into_maps().context("the sync has maps")?;
+        let syncer = Syncer::new(maps, 2, []);
         let t = Instant::now();
         let (syncer, report) = runtime.block_on(syncer.reconcile_from(&registry));
         adopt.push(t.elapsed().as_secs_f64());
@@ -184,9 +185,16 @@ pub fn run() -> anyhow::Result<Vec<Value>> {
     };
 
     // Updates: the syncer runs as in the daemon; we time registry call → map.
-    let map = second_handle(syncer.maps())?;
+    let map = second_handle(syncer.maps().context("the sync has maps")?)?;
     let changes = registry.subscribe();
-    let task = runtime.spawn(syncer.run(registry.clone(), changes, Duration::from_secs(3600)));
+    // No config reloads here: the sender stays unused (and alive) for the run.
+    let (_statics, static_changes) = tokio::sync::watch::channel(Default::default());
+    let task = runtime.spawn(syncer.run(
+        registry.clone(),
+        changes,
+        static_changes,
+        Duration::from_secs(3600),
+    ));
     // From the start of the registry call (durable commit included), and from the
     // moment the call returned (the change committed and published).
     let mut latencies = Vec::with_capacity(UPDATES);

@@ -6,6 +6,7 @@ pub mod maps;
 pub mod metrics;
 pub mod proxy;
 pub mod registry;
+pub mod reload;
 pub mod routing;
 pub mod sip;
 pub mod stats;

@@ -137,12 +137,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_xdp,
             set,
         } => {
-            let config = Config::load_with(&config, &set)?;
+            let source = ConfigSource { path: config, set };
+            let config = source.load()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             let ifaces = if no_xdp { Vec::new() } else { ifaces };
-            runtime.block_on(daemon(ifaces, config, keep_attached, xdp_mode, pin_dir))
+            runtime.block_on(daemon(
+                ifaces,
+                source,
+                config,
+                keep_attached,
+                xdp_mode,
+                pin_dir,
+            ))
         }
         Command::Stats {
             pin_dir,
@@ -192,16 +200,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Where the configuration comes from, to read it again on SIGHUP.
+struct ConfigSource {
+    path: PathBuf,
+    set: Vec<Override>,
+}
+
+impl ConfigSource {
+    fn load(&self) -> anyhow::Result<Config> {
+        Config::load_with(&self.path, &self.set)
+    }
+}
+
 async fn daemon(
     ifaces: Vec<String>,
-    config: Config,
+    source: ConfigSource,
+    mut config: Config,
     keep_attached: bool,
     mode: xdp::Mode,
     pin_dir: PathBuf,
 ) -> anyhow::Result<()> {
     // The one route table: the proxy reads it, the map writer mirrors it into the kernel.
     let table = Arc::new(RouteTable::from_config(&config));
-    let fast_path = if ifaces.is_empty() {
+    let mut fast_path = if ifaces.is_empty() {
         info!("--no-xdp: every call goes through the userspace proxy");
         None
     } else {
@@ -227,24 +248,17 @@ async fn daemon(
             },
         ) as StateWriter
     });
-    // With a registry, its sync owns ROUTES and PEERS (keeping the config's routes as
-    // static ones); it needs the fast path's pinned maps.
-    let registry = match (&config.registry, &fast_path) {
-        (Some(_), Some(_)) => Some(start_registry(&config, &pin_dir).await?),
-        (Some(_), None) => {
-            warn!("[registry] needs the XDP fast path's maps: registered numbers are not routed");
-            None
+    // With a registry, its sync owns the routes (keeping the config's as static ones):
+    // in the fast path's maps when it runs, and in the table the proxy reads.
+    let registry = match &config.registry {
+        Some(_) => {
+            let maps = fast_path.as_ref().map(|_| pin_dir.as_path());
+            Some(start_registry(&config, maps, Arc::clone(&table)).await?)
         }
-        (None, _) => None,
+        None => None,
     };
     if fast_path.is_some() && config.local_only {
         tokio::spawn(refresh_local_addrs(pin_dir.clone()));
-    }
-    if let Some(registry) = &registry {
-        tokio::spawn(follow_registry_peers(
-            Arc::clone(&registry.counters),
-            Arc::clone(&table),
-        ));
     }
     let proxy = proxy_service::start(&config, Arc::clone(&table), writer)?;
     if let Some(listen) = config.metrics_listen {
@@ -277,9 +291,31 @@ async fn daemon(
 
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = interrupt.recv() => info!("SIGINT"),
+    let mut hangup = signal(SignalKind::hangup())?;
+    let reloads = Arc::new(fastpath::reload::ReloadCounters::default());
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM"); break }
+            _ = interrupt.recv() => { info!("SIGINT"); break }
+            _ = hangup.recv() => {
+                let targets = fastpath::reload::Targets {
+                    table: &table,
+                    trunks: proxy.as_ref().map(|p| p.trunks.as_ref()),
+                    registry_routes: registry.as_ref().map(|r| &r.static_routes),
+                };
+                let ebpf = fast_path.as_mut().map(|(ebpf, _)| ebpf);
+                match reload(&source, &config, &targets, ebpf) {
+                    Ok(new) => {
+                        config = new;
+                        reloads.record(true);
+                    }
+                    Err(error) => {
+                        warn!(error = format!("{error:#}"), "reload failed: the running configuration stays");
+                        reloads.record(false);
+                    }
+                }
+            }
+        }
     }
     if let Some(proxy) = proxy {
         info!(counters = %proxy.counters.to_json(), "final proxy counters");
@@ -298,6 +334,44 @@ async fn daemon(
         }
     }
     Ok(())
+}
+
+/// SIGHUP: reads the configuration again and applies what can change while running (see
+/// `fastpath::reload`); an invalid file changes nothing.
+fn reload(
+    source: &ConfigSource,
+    old: &Config,
+    targets: &fastpath::reload::Targets,
+    ebpf: Option<&mut aya::Ebpf>,
+) -> anyhow::Result<Config> {
+    info!(config = %source.path.display(), "SIGHUP: reloading the configuration");
+    let (new, applied) = fastpath::reload::apply(old, source.load()?, targets);
+    // Without a registry the table owns the routes: the kernel's maps follow it.
+    if let (Some(ebpf), None) = (ebpf, targets.registry_routes) {
+        let report = maps::sync_table(ebpf, targets.table, now_generation())
+            .context("writing the reloaded routes into the fast path's maps")?;
+        info!(
+            routes = report.routes,
+            removed = report.removed,
+            peers = report.peers,
+            "fast path routes reloaded"
+        );
+    }
+    if !applied.needs_restart.is_empty() {
+        warn!(
+            keys = ?applied.needs_restart,
+            "changed keys take effect only after a restart; their old values stay"
+        );
+    }
+    info!(
+        added = applied.routes.added,
+        changed = applied.routes.changed,
+        removed = applied.routes.removed,
+        peers = new.peers.len(),
+        trunks = new.proxy.trunks.len(),
+        "configuration reloaded"
+    );
+    Ok(new)
 }
 
 /// Loads the XDP program, fills its maps from the config and attaches it everywhere; on
@@ -357,7 +431,8 @@ fn start_fast_path(
 /// one, failing each delivery with that reason).
 async fn start_registry(
     config: &Config,
-    pin_dir: &std::path::Path,
+    pin_dir: Option<&std::path::Path>,
+    table: Arc<RouteTable>,
 ) -> anyhow::Result<fastpath::registry::daemon::Running> {
     use fastpath::{registry::daemon, verify::SipTrunkChannel};
     let generation = now_generation();
@@ -367,7 +442,7 @@ async fn start_registry(
                 .await
                 .with_context(|| format!("verification: cannot bind {}", v.local))?;
             info!(trunk = %v.trunk, local = %v.local, "verification through the carrier trunk");
-            let running = daemon::start(config, pin_dir, generation, trunk).await?;
+            let running = daemon::start(config, pin_dir, table, generation, trunk).await?;
             if let Some(listen) = v.missed_call_listen {
                 let socket = tokio::net::UdpSocket::bind(listen)
                     .await
@@ -384,25 +459,7 @@ async fn start_registry(
         }
         None => {
             warn!("no [verification] section: codes cannot be delivered");
-            daemon::start(config, pin_dir, generation, daemon::NoTrunk).await
-        }
-    }
-}
-
-/// Puts the peers the registry's sync wrote into `PEERS` in the route table too, so that
-/// health checks ping them and a dead one leaves the fast path like a configured one.
-async fn follow_registry_peers(sync: Arc<fastpath::sync::SyncCounters>, table: Arc<RouteTable>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let addresses = sync
-            .peer_addresses
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let added = table.ensure_peers(&addresses);
-        if added > 0 {
-            info!(added, "registry peers now health-checked");
+            daemon::start(config, pin_dir, table, generation, daemon::NoTrunk).await
         }
     }
 }

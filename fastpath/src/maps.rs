@@ -39,7 +39,9 @@ pub fn apply_config(
 }
 
 /// Makes `PEERS` and `ROUTES` mirror the route table the proxy reads (peer states too), so
-/// the two paths decide alike.
+/// the two paths decide alike. The order keeps every packet right while it runs: new peer
+/// slots first, then routes, then stale routes out, and only then unused slots cleared (a
+/// route meeting an empty slot passes to the proxy, which already reads the new table).
 pub fn sync_table(
     ebpf: &mut Ebpf,
     table: &RouteTable,
@@ -48,9 +50,13 @@ pub fn sync_table(
     let table_peers = table.peers();
     let table_routes = table.routes();
     let mut peers: Array<_, PeerValue> = Array::try_from(map(ebpf, maps::PEERS)?)?;
+    let wanted_peer = |id: u32| match table_peers.get(id as usize) {
+        Some(peer) if peer.active() => peer_value(peer),
+        _ => EMPTY_PEER,
+    };
     for id in 0..MAX_PEERS {
-        let value = table_peers.get(id as usize).map_or(EMPTY_PEER, peer_value);
-        if peers.get(&id, 0)? != value {
+        let value = wanted_peer(id);
+        if value != EMPTY_PEER && peers.get(&id, 0)? != value {
             peers
                 .set(id, value, 0)
                 .with_context(|| format!("writing PEERS[{id}]"))?;
@@ -58,7 +64,18 @@ pub fn sync_table(
     }
 
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(map(ebpf, maps::ROUTES)?)?;
-    let wanted: HashSet<RouteKey> = table_routes.keys().copied().collect();
+    for &(key, peer_id) in &table_routes {
+        let value = RouteValue {
+            peer_id,
+            generation,
+        };
+        if routes.get(&key, 0).ok() != Some(value) {
+            routes
+                .insert(key, value, 0)
+                .with_context(|| format!("writing route {key} (ROUTES full?)"))?;
+        }
+    }
+    let wanted: HashSet<RouteKey> = table_routes.iter().map(|&(k, _)| k).collect();
     let stale: Vec<RouteKey> = routes
         .keys()
         .filter_map(Result::ok)
@@ -67,19 +84,18 @@ pub fn sync_table(
     for key in &stale {
         routes.remove(key).context("removing a stale route")?;
     }
-    for (&key, &peer_id) in table_routes.iter() {
-        let value = RouteValue {
-            peer_id,
-            generation,
-        };
-        routes
-            .insert(key, value, 0)
-            .with_context(|| format!("writing route {key:?} (ROUTES full?)"))?;
+    let mut peers: Array<_, PeerValue> = Array::try_from(map(ebpf, maps::PEERS)?)?;
+    for id in 0..MAX_PEERS {
+        if wanted_peer(id) == EMPTY_PEER && peers.get(&id, 0)? != EMPTY_PEER {
+            peers
+                .set(id, EMPTY_PEER, 0)
+                .with_context(|| format!("clearing PEERS[{id}]"))?;
+        }
     }
     Ok(SyncReport {
         routes: table_routes.len(),
         removed: stale.len(),
-        peers: table_peers.len(),
+        peers: table_peers.iter().filter(|p| p.active()).count(),
     })
 }
 

@@ -8,6 +8,10 @@
 //! - The periodic reconcile repairs drift (entries added or removed behind our back) and
 //!   counts the repairs.
 //!
+//! Every route it writes to the maps it also writes to the daemon's [`RouteTable`], which
+//! the userspace proxy reads: the two paths decide alike, and with no XDP program at all
+//! (`run --no-xdp`, or a box that cannot load it) the sync keeps only the table.
+//!
 //! `PEERS` slots are shared by every number with the same peer address. A slot is filled
 //! before any route points at it and cleared only after no route does, so a packet never
 //! meets a route whose peer slot is empty or, worse, holds another peer's address. The
@@ -33,12 +37,16 @@ use fastpath_common::{
     maps::{self as names, MAX_PEERS, PeerValue, RouteValue},
 };
 use rustc_hash::FxHashMap as StdHashMap;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::{
+    broadcast::{self, error::RecvError},
+    watch,
+};
 use tracing::{info, warn};
 
 use crate::{
     maps::peer_address,
     registry::{NumberRecord, Registry, RoutableNumber, Store, number::route_key},
+    routing::RouteTable,
     verify::Channel,
 };
 
@@ -154,7 +162,10 @@ impl PeerTable {
 }
 
 pub struct Syncer {
-    maps: RouteMaps,
+    /// `None` without the fast path: only the route table is kept.
+    maps: Option<RouteMaps>,
+    /// The proxy's view of the same routes.
+    table: Arc<RouteTable>,
     generation: u32,
     /// Routes from the config file; they win over the registry for the same number.
     static_routes: StdHashMap<RouteKey, SocketAddr>,
@@ -170,8 +181,25 @@ impl Syncer {
         generation: u32,
         static_routes: impl IntoIterator<Item = (RouteKey, SocketAddr)>,
     ) -> Self {
+        Self::with_maps(Some(maps), generation, static_routes)
+    }
+
+    /// A sync that keeps only the route table (no fast path).
+    pub fn without_maps(
+        generation: u32,
+        static_routes: impl IntoIterator<Item = (RouteKey, SocketAddr)>,
+    ) -> Self {
+        Self::with_maps(None, generation, static_routes)
+    }
+
+    fn with_maps(
+        maps: Option<RouteMaps>,
+        generation: u32,
+        static_routes: impl IntoIterator<Item = (RouteKey, SocketAddr)>,
+    ) -> Self {
         Self {
             maps,
+            table: Arc::default(),
             generation,
             static_routes: static_routes.into_iter().collect(),
             desired: StdHashMap::default(),
@@ -180,24 +208,55 @@ impl Syncer {
         }
     }
 
+    /// Writes the routes into `table` too (the daemon's, which the proxy reads).
+    pub fn mirror_to(mut self, table: Arc<RouteTable>) -> Self {
+        self.table = table;
+        self
+    }
+
     pub fn counters(&self) -> Arc<SyncCounters> {
         self.counters.clone()
     }
 
-    pub fn maps(&self) -> &RouteMaps {
-        &self.maps
+    pub fn maps(&self) -> Option<&RouteMaps> {
+        self.maps.as_ref()
     }
 
     /// Gives the maps back (a restarting daemon hands them to its successor).
-    pub fn into_maps(self) -> RouteMaps {
+    pub fn into_maps(self) -> Option<RouteMaps> {
         self.maps
     }
 
+    /// The static routes from the config (a reload changes them); the next reconcile
+    /// writes them.
+    pub fn set_static_routes(&mut self, routes: impl IntoIterator<Item = (RouteKey, SocketAddr)>) {
+        self.static_routes = routes.into_iter().collect();
+    }
+
     fn write_peer(&mut self, id: u32, value: PeerValue) -> Result<(), SyncError> {
-        self.maps
-            .peers
-            .set(id, value, 0)
-            .map_err(map_err(names::PEERS))
+        match &mut self.maps {
+            Some(maps) => maps.peers.set(id, value, 0).map_err(map_err(names::PEERS)),
+            None => Ok(()),
+        }
+    }
+
+    fn read_peer(&self, id: u32) -> Result<PeerValue, SyncError> {
+        match &self.maps {
+            Some(maps) => maps.peers.get(&id, 0).map_err(map_err(names::PEERS)),
+            None => Ok(crate::maps::EMPTY_PEER),
+        }
+    }
+
+    fn delete_routes(&self, keys: &[RouteKey]) -> Result<usize, SyncError> {
+        match &self.maps {
+            Some(maps) => batch::delete(maps.routes.map().fd().as_fd(), keys).map_err(|source| {
+                SyncError::Batch {
+                    op: "delete",
+                    source,
+                }
+            }),
+            None => Ok(keys.len()),
+        }
     }
 
     /// The slot for `addr`, filling a free one (in the map too) if it has none.
@@ -211,7 +270,12 @@ impl Syncer {
             .iter()
             .position(Option::is_none)
             .ok_or(SyncError::PeersFull(addr))? as u32;
-        self.write_peer(id, crate::maps::peer_value_for(addr))?;
+        let mut value = crate::maps::peer_value_for(addr);
+        // Health checks may already know the peer is down (another route's slot once).
+        if self.table.is_down(addr) {
+            value.state = names::PEER_DOWN;
+        }
+        self.write_peer(id, value)?;
         self.peers.slots[id as usize] = Some(addr);
         self.peers.ids.insert(addr, id);
         Ok(id)
@@ -244,10 +308,29 @@ impl Syncer {
     /// Feed it the registry's numbers in chunks (written as they come, so reading the
     /// registry and writing the map overlap), then [`Syncer::finish`] it.
     pub fn begin(&mut self) -> Result<Pass, SyncError> {
+        let Some(maps) = &self.maps else {
+            // Only the table: it holds what the last pass wrote, slots included.
+            let existing = self
+                .desired
+                .iter()
+                .map(|(&key, &peer_id)| {
+                    let generation = self.generation;
+                    (
+                        key,
+                        RouteValue {
+                            peer_id,
+                            generation,
+                        },
+                    )
+                })
+                .collect();
+            self.peers.refs.fill(0);
+            return Ok(self.pass(existing));
+        };
         // Adopt the slots as the map has them: routes that point at a slot keep working.
         let mut table = PeerTable::empty();
         for id in 0..MAX_PEERS {
-            let value = self.maps.peers.get(&id, 0).map_err(map_err(names::PEERS))?;
+            let value = maps.peers.get(&id, 0).map_err(map_err(names::PEERS))?;
             // Whatever its state: the sync owns addresses, peer health owns the state.
             if let Some(addr) = peer_address(&value)
                 && !table.ids.contains_key(&addr)
@@ -256,8 +339,7 @@ impl Syncer {
                 table.slots[id as usize] = Some(addr);
             }
         }
-        self.peers = table;
-        let fd = self.maps.routes.map().fd().as_fd();
+        let fd = maps.routes.map().fd().as_fd();
         let existing: StdHashMap<RouteKey, RouteValue> = batch::lookup_all(fd)
             .map_err(|source| SyncError::Batch {
                 op: "lookup",
@@ -265,13 +347,18 @@ impl Syncer {
             })?
             .into_iter()
             .collect();
+        self.peers = table;
+        Ok(self.pass(existing))
+    }
+
+    fn pass(&self, existing: StdHashMap<RouteKey, RouteValue>) -> Pass {
         // Sized for the last pass (or the map as found): no rehashing while feeding.
         let capacity = existing.len().max(self.desired.len());
-        Ok(Pass {
+        Pass {
             desired: StdHashMap::with_capacity_and_hasher(capacity, Default::default()),
             existing,
             report: ReconcileReport::default(),
-        })
+        }
     }
 
     /// Writes the routes of `numbers` that the map does not already hold as wanted.
@@ -316,7 +403,10 @@ impl Syncer {
     }
 
     fn write_routes(&mut self, keys: &[RouteKey], values: &[RouteValue]) -> Result<(), SyncError> {
-        let fd = self.maps.routes.map().fd().as_fd();
+        let Some(maps) = &self.maps else {
+            return Ok(());
+        };
+        let fd = maps.routes.map().fd().as_fd();
         batch::update(fd, keys, values).map_err(|source| SyncError::Batch {
             op: "update",
             source,
@@ -340,11 +430,19 @@ impl Syncer {
             .filter(|k| !pass.desired.contains_key(k))
             .copied()
             .collect();
-        let fd = self.maps.routes.map().fd().as_fd();
-        pass.report.removed = batch::delete(fd, &stale).map_err(|source| SyncError::Batch {
-            op: "delete",
-            source,
-        })?;
+        pass.report.removed = self.delete_routes(&stale)?;
+        // The table after the map: a new route reaches the kernel no later than the proxy.
+        let table_ids: Vec<Option<u32>> = self
+            .peers
+            .slots
+            .iter()
+            .map(|slot| slot.map(|addr| self.table.peer_id(addr)))
+            .collect();
+        self.table.replace_routes(
+            pass.desired
+                .iter()
+                .filter_map(|(&key, &slot)| Some((key, table_ids[slot as usize]?))),
+        );
         // Only now that no route points at them may unused slots be cleared.
         for id in 0..MAX_PEERS as usize {
             if let Some(addr) = self.peers.slots[id]
@@ -358,7 +456,7 @@ impl Syncer {
         // A duplicate slot for an address already held elsewhere is unused: clear it.
         for id in 0..MAX_PEERS {
             if self.peers.slots[id as usize].is_none() {
-                let value = self.maps.peers.get(&id, 0).map_err(map_err(names::PEERS))?;
+                let value = self.read_peer(id)?;
                 if value.family != 0 {
                     self.write_peer(id, crate::maps::EMPTY_PEER)?;
                 }
@@ -401,18 +499,17 @@ impl Syncer {
                     peer_id,
                     generation: self.generation,
                 };
-                self.maps
-                    .routes
-                    .insert(key, value, 0)
-                    .map_err(map_err(names::ROUTES))?;
+                if let Some(maps) = &mut self.maps {
+                    maps.routes
+                        .insert(key, value, 0)
+                        .map_err(map_err(names::ROUTES))?;
+                }
+                self.table.set_route(key, self.table.peer_id(addr));
                 self.desired.insert(key, peer_id);
             }
             None => {
-                let fd = self.maps.routes.map().fd().as_fd();
-                batch::delete(fd, &[key]).map_err(|source| SyncError::Batch {
-                    op: "delete",
-                    source,
-                })?;
+                self.delete_routes(&[key])?;
+                self.table.remove_route(&key);
                 self.desired.remove(&key);
             }
         }
@@ -439,6 +536,8 @@ impl Syncer {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         addresses.clear();
         addresses.extend(self.peers.ids.keys().copied());
+        // Health checks ping exactly the peers in use.
+        self.table.set_registered_peers(&addresses);
     }
 
     /// Reads the registry and reconciles, on the blocking pool: the registry is read in
@@ -511,10 +610,12 @@ impl Syncer {
         mut self,
         registry: Registry<S, C>,
         mut changes: broadcast::Receiver<NumberRecord>,
+        mut static_routes: watch::Receiver<StaticRoutes>,
         every: Duration,
     ) {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut statics_open = true;
         loop {
             let reconcile = tokio::select! {
                 change = changes.recv() => match change {
@@ -522,33 +623,57 @@ impl Syncer {
                         if let Err(error) = self.apply(&record, registry.now()) {
                             warn!(number = %record.number, %error, "route update failed; the next reconcile retries");
                         }
-                        false
+                        None
                     }
                     Err(RecvError::Lagged(missed)) => {
                         warn!(missed, "sync fell behind the registry; reconciling");
-                        true
+                        Some(Reason::Drift)
                     }
                     Err(RecvError::Closed) => return,
                 },
-                _ = tick.tick() => true,
-            };
-            if reconcile {
-                let (syncer, result) = self.reconcile_from(&registry).await;
-                self = syncer;
-                self.counters.reconciles.fetch_add(1, Ordering::Relaxed);
-                match result {
-                    Ok(report) if report.repairs() > 0 => {
-                        self.counters
-                            .repairs
-                            .fetch_add(report.repairs() as u64, Ordering::Relaxed);
-                        warn!(?report, "reconcile repaired drift in ROUTES");
+                changed = static_routes.changed(), if statics_open => match changed {
+                    Ok(()) => {
+                        let routes = static_routes.borrow_and_update().clone();
+                        self.set_static_routes(routes.iter().copied());
+                        Some(Reason::Reload)
                     }
-                    Ok(_) => {}
-                    Err(error) => warn!(%error, "reconcile failed"),
+                    // The daemon no longer reloads (it is stopping): keep syncing.
+                    Err(_) => {
+                        statics_open = false;
+                        None
+                    }
+                },
+                _ = tick.tick() => Some(Reason::Drift),
+            };
+            let Some(reason) = reconcile else {
+                continue;
+            };
+            let (syncer, result) = self.reconcile_from(&registry).await;
+            self = syncer;
+            self.counters.reconciles.fetch_add(1, Ordering::Relaxed);
+            match (result, reason) {
+                (Ok(report), Reason::Reload) => info!(?report, "static routes reloaded"),
+                (Ok(report), Reason::Drift) if report.repairs() > 0 => {
+                    self.counters
+                        .repairs
+                        .fetch_add(report.repairs() as u64, Ordering::Relaxed);
+                    warn!(?report, "reconcile repaired drift in ROUTES");
                 }
+                (Ok(_), Reason::Drift) => {}
+                (Err(error), _) => warn!(%error, "reconcile failed"),
             }
         }
     }
+}
+
+/// The config file's routes, as the sync receives them (again on each reload).
+pub type StaticRoutes = Arc<Vec<(RouteKey, SocketAddr)>>;
+
+/// Why a reconcile runs: what it changes is drift to repair, or an intended reload.
+#[derive(Clone, Copy)]
+enum Reason {
+    Drift,
+    Reload,
 }
 
 /// Logs what a start-up load did.
@@ -602,8 +727,9 @@ mod tests {
     }
 
     fn peer_of(s: &Syncer, n: &str) -> Option<SocketAddr> {
-        let v = s.maps.routes.get(&key(n), 0).ok()?;
-        peer_address(&s.maps.peers.get(&v.peer_id, 0).ok()?)
+        let maps = s.maps.as_ref()?;
+        let v = maps.routes.get(&key(n), 0).ok()?;
+        peer_address(&maps.peers.get(&v.peer_id, 0).ok()?)
     }
 
     const A: &str = "198.51.100.2:5060";
@@ -624,15 +750,41 @@ mod tests {
         assert_eq!(s.reconcile(&numbers).unwrap().repairs(), 0);
 
         // Drift behind the daemon's back: one route removed, one added, one redirected.
-        s.maps.routes.remove(&key("15550100001")).unwrap();
+        s.maps
+            .as_mut()
+            .unwrap()
+            .routes
+            .remove(&key("15550100001"))
+            .unwrap();
         let rogue = RouteValue {
             peer_id: 0,
             generation: 1,
         };
-        s.maps.routes.insert(key("15550109999"), rogue, 0).unwrap();
-        let b_id = s.maps.routes.get(&key("15550100003"), 0).unwrap().peer_id;
-        let a_id = s.maps.routes.get(&key("15550100002"), 0).unwrap().peer_id;
         s.maps
+            .as_mut()
+            .unwrap()
+            .routes
+            .insert(key("15550109999"), rogue, 0)
+            .unwrap();
+        let b_id = s
+            .maps
+            .as_mut()
+            .unwrap()
+            .routes
+            .get(&key("15550100003"), 0)
+            .unwrap()
+            .peer_id;
+        let a_id = s
+            .maps
+            .as_mut()
+            .unwrap()
+            .routes
+            .get(&key("15550100002"), 0)
+            .unwrap()
+            .peer_id;
+        s.maps
+            .as_mut()
+            .unwrap()
             .routes
             .insert(
                 key("15550100002"),
@@ -645,9 +797,22 @@ mod tests {
             .unwrap();
         let r = s.reconcile(&numbers).unwrap();
         assert_eq!((r.added, r.changed, r.removed), (1, 1, 1));
-        assert!(s.maps.routes.get(&key("15550109999"), 0).is_err());
+        assert!(
+            s.maps
+                .as_mut()
+                .unwrap()
+                .routes
+                .get(&key("15550109999"), 0)
+                .is_err()
+        );
         assert_eq!(
-            s.maps.routes.get(&key("15550100002"), 0).unwrap().peer_id,
+            s.maps
+                .as_mut()
+                .unwrap()
+                .routes
+                .get(&key("15550100002"), 0)
+                .unwrap()
+                .peer_id,
             a_id
         );
         assert_eq!(peer_of(&s, "15550100001"), Some(A.parse().unwrap()));
@@ -668,17 +833,32 @@ mod tests {
                 .unwrap()
         );
         // The owner moves their PBX: same key, new peer, old slot freed.
-        let a_id = s.maps.routes.get(&key("15550100001"), 0).unwrap().peer_id;
+        let a_id = s
+            .maps
+            .as_mut()
+            .unwrap()
+            .routes
+            .get(&key("15550100001"), 0)
+            .unwrap()
+            .peer_id;
         s.apply(&record("15550100001", B, State::Verified), 0)
             .unwrap();
         assert_eq!(peer_of(&s, "15550100001"), Some(B.parse().unwrap()));
-        assert_eq!(s.maps.peers.get(&a_id, 0).unwrap().family, 0);
+        assert_eq!(
+            s.maps.as_mut().unwrap().peers.get(&a_id, 0).unwrap().family,
+            0
+        );
         for state in [State::Revoked, State::Expired, State::Pending] {
             s.apply(&record("15550100001", B, State::Verified), 0)
                 .unwrap();
             s.apply(&record("15550100001", B, state), 0).unwrap();
             assert!(
-                s.maps.routes.get(&key("15550100001"), 0).is_err(),
+                s.maps
+                    .as_mut()
+                    .unwrap()
+                    .routes
+                    .get(&key("15550100001"), 0)
+                    .is_err(),
                 "{state:?}"
             );
         }
@@ -695,19 +875,86 @@ mod tests {
     }
 
     #[test]
+    fn the_proxys_table_follows_with_or_without_maps() {
+        use crate::routing::Lookup;
+        for with_maps in [true, false] {
+            let table = Arc::new(RouteTable::default());
+            let statics = [(key("15550100009"), B.parse().unwrap())];
+            let mut s = if with_maps {
+                Syncer::new(RouteMaps::standalone(1024).unwrap(), 1, statics)
+            } else {
+                Syncer::without_maps(1, statics)
+            }
+            .mirror_to(Arc::clone(&table));
+            let peer_at = |n: &str| match table.lookup(&key(n)) {
+                Lookup::Peer { address, .. } => Some(address),
+                _ => None,
+            };
+            let numbers = [routable("15550100001", A), routable("15550100002", A)];
+            let r = s.reconcile(&numbers).unwrap();
+            assert_eq!((r.routes, r.added), (3, 3), "with maps: {with_maps}");
+            assert_eq!(peer_at("15550100001"), Some(A.parse().unwrap()));
+            assert_eq!(peer_at("15550100009"), Some(B.parse().unwrap()));
+            // Nothing changed: nothing to repair, in either mode.
+            assert_eq!(s.reconcile(&numbers).unwrap().repairs(), 0);
+            // A change, then a revocation.
+            s.apply(&record("15550100001", B, State::Verified), 0)
+                .unwrap();
+            assert_eq!(peer_at("15550100001"), Some(B.parse().unwrap()));
+            s.apply(&record("15550100001", B, State::Revoked), 0)
+                .unwrap();
+            assert_eq!(table.lookup(&key("15550100001")), Lookup::Miss);
+            // A reload's static routes replace the old ones at the next reconcile.
+            s.set_static_routes([(key("15550100008"), A.parse().unwrap())]);
+            let r = s.reconcile(&numbers[1..]).unwrap();
+            assert_eq!((r.routes, r.removed), (2, 1), "with maps: {with_maps}");
+            assert_eq!(table.lookup(&key("15550100009")), Lookup::Miss);
+            assert_eq!(peer_at("15550100008"), Some(A.parse().unwrap()));
+            assert_eq!(table.route_count(), 2);
+            // Health pings exactly the peers in use.
+            let active: Vec<SocketAddr> = table
+                .peers()
+                .iter()
+                .filter(|p| p.active())
+                .map(|p| p.address)
+                .collect();
+            assert_eq!(active, vec![A.parse::<SocketAddr>().unwrap()]);
+        }
+    }
+
+    #[test]
     fn a_new_syncer_adopts_the_maps_without_rewriting() {
         let numbers = [routable("15550100001", A), routable("15550100003", B)];
         let mut first = Syncer::new(RouteMaps::standalone(1024).unwrap(), 1, []);
         first.reconcile(&numbers).unwrap();
         let ids: Vec<u32> = ["15550100001", "15550100003"]
             .iter()
-            .map(|n| first.maps.routes.get(&key(n), 0).unwrap().peer_id)
+            .map(|n| {
+                first
+                    .maps
+                    .as_mut()
+                    .unwrap()
+                    .routes
+                    .get(&key(n), 0)
+                    .unwrap()
+                    .peer_id
+            })
             .collect();
-        let mut second = Syncer::new(first.into_maps(), 2, []);
+        let mut second = Syncer::new(first.into_maps().unwrap(), 2, []);
         let r = second.reconcile(&numbers).unwrap();
         assert_eq!(r.repairs(), 0, "a restart must not rewrite routes: {r:?}");
         for (n, id) in ["15550100001", "15550100003"].iter().zip(ids) {
-            assert_eq!(second.maps.routes.get(&key(n), 0).unwrap().peer_id, id);
+            assert_eq!(
+                second
+                    .maps
+                    .as_mut()
+                    .unwrap()
+                    .routes
+                    .get(&key(n), 0)
+                    .unwrap()
+                    .peer_id,
+                id
+            );
         }
     }
 
@@ -727,6 +974,8 @@ mod tests {
         let mut s = Syncer::new(RouteMaps::standalone(1 << 17).unwrap(), 1, []);
         // Left by an earlier daemon: gone from the registry, must go.
         s.maps
+            .as_mut()
+            .unwrap()
             .routes
             .insert(
                 key("15559999999"),
@@ -745,9 +994,11 @@ mod tests {
         );
         assert_eq!(peer_of(&s, "15550000001"), Some(B.parse().unwrap()));
         assert_eq!(
-            batch::lookup_all::<RouteKey, RouteValue>(s.maps.routes.map().fd().as_fd())
-                .unwrap()
-                .len(),
+            batch::lookup_all::<RouteKey, RouteValue>(
+                s.maps.as_ref().unwrap().routes.map().fd().as_fd()
+            )
+            .unwrap()
+            .len(),
             count
         );
         let (_, again) = s.reconcile_from(&registry).await;
@@ -759,18 +1010,31 @@ mod tests {
         let numbers = [routable("15550100001", A)];
         let mut s = Syncer::new(RouteMaps::standalone(1024).unwrap(), 1, []);
         s.reconcile(&numbers).unwrap();
-        let id = s.maps.routes.get(&key("15550100001"), 0).unwrap().peer_id;
-        let mut down = s.maps.peers.get(&id, 0).unwrap();
+        let id = s
+            .maps
+            .as_mut()
+            .unwrap()
+            .routes
+            .get(&key("15550100001"), 0)
+            .unwrap()
+            .peer_id;
+        let mut down = s.maps.as_mut().unwrap().peers.get(&id, 0).unwrap();
         down.state = fastpath_common::maps::PEER_DOWN;
-        s.maps.peers.set(id, down, 0).unwrap();
+        s.maps.as_mut().unwrap().peers.set(id, down, 0).unwrap();
         let r = s.reconcile(&numbers).unwrap();
         assert_eq!(r.repairs(), 0);
         assert_eq!(
-            s.maps.routes.get(&key("15550100001"), 0).unwrap().peer_id,
+            s.maps
+                .as_mut()
+                .unwrap()
+                .routes
+                .get(&key("15550100001"), 0)
+                .unwrap()
+                .peer_id,
             id
         );
         assert_eq!(
-            s.maps.peers.get(&id, 0).unwrap(),
+            s.maps.as_mut().unwrap().peers.get(&id, 0).unwrap(),
             down,
             "health owns the state"
         );

@@ -13,7 +13,9 @@ use std::{
     time::Duration,
 };
 
-use tokio::net::UdpSocket;
+use std::collections::HashMap;
+
+use tokio::{net::UdpSocket, task::AbortHandle};
 use tracing::{info, warn};
 
 use super::counters::{ProxyCounter, ProxyCounters};
@@ -93,26 +95,39 @@ impl PeerHealth {
     }
 }
 
-/// Pings every peer every `interval` until the task is dropped; peers that join the table
-/// later (the registry's) are pinged from the next interval on.
+/// Pings every active peer every `interval` until the task is dropped: peers that join
+/// the table later (the registry's, a reload's) are pinged from the next interval on, and
+/// peers no longer in use (a reload removed them, the registry dropped their last number)
+/// are no longer pinged.
 pub async fn run(health: Arc<PeerHealth>, interval: Duration) {
     let mut tasks = tokio::task::JoinSet::new();
-    let mut pinged = 0;
+    let mut pinging: HashMap<u32, AbortHandle> = HashMap::new();
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        let peers = health.table.peers();
-        for (id, peer) in peers.iter().enumerate().skip(pinged) {
-            let health = Arc::clone(&health);
-            let address = peer.address;
-            tasks.spawn(async move {
-                if let Err(error) = ping_loop(&health, id as u32, address, interval).await {
-                    warn!(peer = id, %error, "health checks stopped");
-                }
-            });
-        }
-        pinged = peers.len();
         while tasks.try_join_next().is_some() {}
+        pinging.retain(|_, task| !task.is_finished());
+        for (id, peer) in health.table.peers().iter().enumerate() {
+            let id = id as u32;
+            match (peer.active(), pinging.contains_key(&id)) {
+                (true, false) => {
+                    let health = Arc::clone(&health);
+                    let address = peer.address;
+                    let task = tasks.spawn(async move {
+                        if let Err(error) = ping_loop(&health, id, address, interval).await {
+                            warn!(peer = id, %error, "health checks stopped");
+                        }
+                    });
+                    pinging.insert(id, task);
+                }
+                (false, true) => {
+                    if let Some(task) = pinging.remove(&id) {
+                        task.abort();
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
 

@@ -19,6 +19,8 @@ const TRUNK_SWEEP: Duration = Duration::from_millis(100);
 pub struct Running {
     pub counters: Arc<ProxyCounters>,
     pub table: Arc<RouteTable>,
+    /// The standard route (a reload changes it; `fastpath status` shows it).
+    pub trunks: Arc<Trunks>,
     workers: Workers,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -91,11 +93,12 @@ pub fn start(
     } = Parts::new(settings, Arc::clone(&table), writer);
     let workers = Workers::start(proxy, Arc::clone(&counters), settings.workers)?;
     let mut tasks = Vec::new();
+    let sweeping = Arc::clone(&trunks);
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(TRUNK_SWEEP);
         loop {
             tick.tick().await;
-            trunks.sweep(trunks.now());
+            sweeping.sweep(sweeping.now());
         }
     }));
     // Peers can arrive later (the registry's), so health runs even with none configured.
@@ -111,6 +114,7 @@ pub fn start(
     Ok(Some(Running {
         counters,
         table,
+        trunks,
         workers,
         tasks,
     }))

@@ -1,17 +1,22 @@
-//! The registry's part of `fastpath run`: open the database, load the fast path from
-//! it, keep the maps in step, expire verifications, and serve the API.
+//! The registry's part of `fastpath run`: open the database, load the fast path (and the
+//! proxy's route table) from it, keep them in step, expire verifications, and serve the
+//! API.
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use tracing::info;
 
 use super::{Registry, Settings, SqliteStore};
 use crate::{
     api::{self, ApiState},
     config::Config,
-    sync::{self, RouteMaps, SyncCounters, Syncer},
+    routing::RouteTable,
+    sync::{self, RouteMaps, StaticRoutes, SyncCounters, Syncer},
     verify::{Channel, Failure, MissedCall},
 };
 
@@ -44,6 +49,8 @@ pub struct Running {
     pub missed_calls: mpsc::Sender<MissedCall>,
     pub counters: Arc<SyncCounters>,
     pub api_addr: Option<SocketAddr>,
+    /// A config reload sends its static routes here.
+    pub static_routes: watch::Sender<StaticRoutes>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -55,12 +62,23 @@ impl Drop for Running {
     }
 }
 
+/// The config's static routes by peer address, as the sync takes them.
+pub fn static_routes(config: &Config) -> StaticRoutes {
+    let routes = config.routes.iter().filter_map(|r| {
+        let peer = config.peers.get(r.peer_id as usize)?;
+        Some((r.key, peer.address))
+    });
+    Arc::new(routes.collect())
+}
+
 /// Starts everything, delivering verification codes through `channel` (the SIP trunk,
-/// or [`NoTrunk`]); returns once the maps hold what the registry says and the API (if
-/// configured) is listening.
+/// or [`NoTrunk`]); returns once the maps (the fast path's pinned ones under `pin_dir`,
+/// if it runs) and `table` hold what the registry says, and the API (if configured) is
+/// listening.
 pub async fn start<C: Channel>(
     config: &Config,
-    pin_dir: &Path,
+    pin_dir: Option<&Path>,
+    table: Arc<RouteTable>,
     generation: u32,
     channel: C,
 ) -> anyhow::Result<Running> {
@@ -85,16 +103,17 @@ pub async fn start<C: Channel>(
     // Subscribe before the load so that no change falls between the two.
     let changes = registry.subscribe();
 
-    let maps = RouteMaps::open_pinned(pin_dir)?;
-    let static_routes: Vec<_> = config
-        .routes
-        .iter()
-        .filter_map(|r| {
-            let peer = config.peers.get(r.peer_id as usize)?;
-            Some((r.key, peer.address))
-        })
-        .collect();
-    let syncer = Syncer::new(maps, generation, static_routes);
+    let statics = static_routes(config);
+    let syncer = match pin_dir {
+        Some(pin_dir) => Syncer::new(
+            RouteMaps::open_pinned(pin_dir)?,
+            generation,
+            statics.iter().copied(),
+        ),
+        None => Syncer::without_maps(generation, statics.iter().copied()),
+    }
+    .mirror_to(table);
+    let (static_routes, static_changes) = watch::channel(statics);
     let started = Instant::now();
     let (syncer, report) = syncer.reconcile_from(&registry).await;
     let report = report
@@ -104,7 +123,12 @@ pub async fn start<C: Channel>(
     let counters = syncer.counters();
 
     let mut tasks = vec![
-        tokio::spawn(syncer.run(registry.clone(), changes, rc.reconcile_interval)),
+        tokio::spawn(syncer.run(
+            registry.clone(),
+            changes,
+            static_changes,
+            rc.reconcile_interval,
+        )),
         tokio::spawn(registry.clone().run_expiry(EXPIRY_SWEEP)),
     ];
     let (missed_calls, calls) = mpsc::channel(1024);
@@ -138,6 +162,7 @@ pub async fn start<C: Channel>(
         missed_calls,
         counters,
         api_addr,
+        static_routes,
         tasks,
     })
 }
