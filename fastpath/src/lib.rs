@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod maps;
 pub mod metrics;
 pub mod proxy;

@@ -77,11 +77,15 @@ enum Command {
         #[arg(long, value_name = "N", requires = "watch")]
         count: Option<u64>,
     },
-    /// What the loaded fast path is doing: interfaces, program, routes, peers, counters
-    /// with rates.
+    /// What the gateway is doing: from the running daemon, its interfaces and XDP mode,
+    /// peers and trunks with their health, reloads; from the pinned maps (even with the
+    /// daemon down), the program, routes, peers and counters with rates.
     Status {
         #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
         pin_dir: PathBuf,
+        /// The daemon's HTTP endpoint (`[metrics] listen`), which serves `/status`.
+        #[arg(long, default_value = "127.0.0.1:9477", env = "FASTPATH_DAEMON")]
+        daemon: String,
     },
     /// Look up registered numbers in the loaded fast path's ROUTES map.
     Routes {
@@ -169,7 +173,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status { pin_dir } => fastpath::stats::status(&pin_dir),
+        Command::Status { pin_dir, daemon } => {
+            match fastpath::control::fetch(&daemon) {
+                Ok(status) => print!("{status}"),
+                Err(error) => println!("daemon: not reachable at {daemon} ({error:#})"),
+            }
+            if pin_dir.exists() {
+                fastpath::stats::status(&pin_dir)
+            } else {
+                println!("fast path: not loaded (no pins in {})", pin_dir.display());
+                Ok(())
+            }
+        }
         Command::Routes { pin_dir, command } => match command {
             RoutesCommand::List => fastpath::stats::list_routes(&pin_dir),
             RoutesCommand::Get { number } => fastpath::stats::get_route(&pin_dir, &number),
@@ -261,6 +276,7 @@ async fn daemon(
         tokio::spawn(refresh_local_addrs(pin_dir.clone()));
     }
     let proxy = proxy_service::start(&config, Arc::clone(&table), writer)?;
+    let reloads = Arc::new(fastpath::reload::ReloadCounters::default());
     if let Some(listen) = config.metrics_listen {
         let metrics = Metrics::new(fast_path.as_ref().map(|_| pin_dir.clone()))?;
         match &registry {
@@ -274,9 +290,28 @@ async fn daemon(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("metrics: cannot listen on {listen}"))?;
-        info!(addr = %listener.local_addr()?, "metrics at /metrics");
+        info!(addr = %listener.local_addr()?, "metrics at /metrics, status at /status");
+        let status = fastpath::control::StatusSource {
+            config: source.path.clone(),
+            interfaces: fast_path
+                .as_ref()
+                .map_or_else(Vec::new, |(_, attachments)| {
+                    attachments
+                        .iter()
+                        .map(|a| fastpath::control::Interface {
+                            name: a.iface.clone(),
+                            ifindex: a.ifindex,
+                            mode: a.mode_name().into(),
+                        })
+                        .collect()
+                }),
+            table: Arc::clone(&table),
+            trunks: proxy.as_ref().map(|p| Arc::clone(&p.trunks)),
+            reloads: Arc::clone(&reloads),
+        };
+        let extra = fastpath::control::router(Arc::new(status));
         tokio::spawn(async move {
-            if let Err(error) = fastpath::metrics::serve(listener, Arc::new(metrics)).await {
+            if let Err(error) = fastpath::metrics::serve(listener, Arc::new(metrics), extra).await {
                 warn!(error = format!("{error:#}"), "metrics endpoint stopped");
             }
         });
@@ -292,7 +327,6 @@ async fn daemon(
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let reloads = Arc::new(fastpath::reload::ReloadCounters::default());
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); break }

@@ -268,10 +268,14 @@ pub(crate) fn peer_label(peer: &PeerValue) -> String {
     crate::maps::peer_address(peer).map_or_else(|| "unknown".into(), |a| a.to_string())
 }
 
-/// `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+/// `GET /metrics` (and the routes of `extra`) on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    extra: axum::Router,
+) -> anyhow::Result<()> {
     use axum::{Router, http::header, routing::get};
-    let app = Router::new().route(
+    let app = extra.route(
         "/metrics",
         get(move || {
             let metrics = metrics.clone();
@@ -284,6 +288,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> 
             }
         }),
     );
+    let app: Router = app;
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -64,6 +64,19 @@ pub struct Attachment {
     pin_path: PathBuf,
 }
 
+impl Attachment {
+    /// How `fastpath status` names the mode.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            // Only an adopted link is recorded so: a new attach names the mode it got.
+            XdpMode::Default => "adopted",
+            XdpMode::Skb => "generic",
+            XdpMode::Driver => "native",
+            XdpMode::Hardware => "offload",
+        }
+    }
+}
+
 pub fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join(format!("link-{iface}"))
 }

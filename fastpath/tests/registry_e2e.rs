@@ -676,3 +676,43 @@ fn registry_peers_are_health_checked() -> Result<()> {
     gateway.stop()?;
     Ok(())
 }
+
+/// Without the XDP program the proxy routes registered numbers itself, from the same
+/// registry: a verified number's calls reach its peer, and after revocation the trunk.
+#[test]
+fn without_xdp_the_proxy_routes_registered_numbers() -> Result<()> {
+    let topology = Topology::new("rg6")?;
+    topology.resolve_neighbors()?;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("registry.db");
+    SqliteStore::open(&db)?.import(&[verified(KEPT, i64::MAX)], "fixture")?;
+    let config = format!(
+        "{}\n[proxy]\nlisten = [\"{GW_CALLER_V4}:{SIP_PORT}\"]\n\
+         [[trunks]]\nname = \"carrier\"\naddress = \"{CARRIER_V4}:{SIP_PORT}\"\n\
+         [health]\nenabled = false\n",
+        config(&db)
+    );
+    let gateway = Gateway::start_with(&topology, binary(), &config, &["--no-xdp"], true)?;
+    ensure!(
+        calls_reaching_peer(&topology, KEPT, 3)? == 3,
+        "a registered number's calls reach its peer through the proxy:\n{}",
+        plain(&gateway.log_text())
+    );
+    // Revoked through the API: the proxy's table follows the registry at once.
+    cli_ok(&topology, &["revoke", KEPT, "--reason", "e2e"])?;
+    let carrier = Uas::start(
+        &topology,
+        Host::Carrier,
+        IpAddr::V4(CARRIER_V4),
+        SIP_PORT,
+        3,
+        Duration::from_secs(30),
+    )?;
+    ensure!(calls_reaching_peer(&topology, KEPT, 3)? == 0);
+    ensure!(
+        carrier.finish()?.calls_received == 3,
+        "revoked: the trunk takes them"
+    );
+    gateway.stop()?;
+    Ok(())
+}

@@ -136,14 +136,54 @@ impl Gateway {
         &self.pin_dir
     }
 
-    /// The XDP outcome counters (`fastpath stats --json`), by name.
-    pub fn counters(&self) -> Result<HashMap<String, u64>> {
+    /// Writes `config` over the daemon's config file, sends SIGHUP and waits until the
+    /// daemon has dealt with it: `Ok(true)` if it applied the file, `Ok(false)` if it
+    /// refused it (and kept the running configuration).
+    pub fn reload(&mut self, config: &str) -> Result<bool> {
+        let count = |log: &str| {
+            (
+                log.matches("configuration reloaded").count(),
+                log.matches("reload failed").count(),
+            )
+        };
+        let before = count(&self.log_text());
+        fs::write(self._dir.path().join("fastpath.toml"), config)?;
+        self.daemon.signal(libc::SIGHUP)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let now = count(&self.log_text());
+            if now.0 > before.0 {
+                return Ok(true);
+            }
+            if now.1 > before.1 {
+                return Ok(false);
+            }
+            if let Some(status) = self.daemon.try_wait()? {
+                bail!(
+                    "fastpath exited with {status} on SIGHUP:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("no reload within 20 s of SIGHUP:\n{}", self.log_text())
+    }
+
+    /// `fastpath ARGS --pin-dir PIN_DIR` in the gateway's namespace (with /sys/fs/bpf
+    /// visible); what it printed, or an error if it failed.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
         let out = run(Command::new("nsenter")
             .arg(format!("--net={}", self.netns.display()))
             .arg(&self.binary)
-            .args(["stats", "--json", "--pin-dir"])
+            .args(args)
+            .arg("--pin-dir")
             .arg(&self.pin_dir))?;
-        let text = String::from_utf8(out.stdout)?;
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// The XDP outcome counters (`fastpath stats --json`), by name.
+    pub fn counters(&self) -> Result<HashMap<String, u64>> {
+        let text = self.cli(&["stats", "--json"])?;
         serde_json::from_str(&text).with_context(|| format!("parsing stats {text:?}"))
     }
 

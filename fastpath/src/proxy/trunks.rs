@@ -70,7 +70,7 @@ pub struct Trunks {
 }
 
 /// One trunk as `fastpath status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrunkStatus {
     pub name: String,
     pub address: SocketAddr,
