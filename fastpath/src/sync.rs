@@ -573,8 +573,10 @@ impl Syncer {
         let worker = tokio::task::spawn_blocking(move || {
             let result = (|| {
                 let mut pass = self.begin()?;
+                let mut progress = Progress::new();
                 for chunk in chunks {
                     self.feed(&mut pass, &chunk)?;
+                    progress.fed(chunk.len());
                 }
                 Ok::<_, SyncError>(pass)
             })();
@@ -668,6 +670,40 @@ impl Syncer {
 
 /// The config file's routes, as the sync receives them (again on each reload).
 pub type StaticRoutes = Arc<Vec<(RouteKey, SocketAddr)>>;
+
+/// Logs a long load's progress (a million numbers at start take a second or more):
+/// nothing for a pass that ends within [`Progress::EVERY`], then a line per interval.
+struct Progress {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    numbers: usize,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            started: now,
+            last: now,
+            numbers: 0,
+        }
+    }
+
+    fn fed(&mut self, numbers: usize) {
+        self.numbers += numbers;
+        if self.last.elapsed() >= Self::EVERY {
+            self.last = std::time::Instant::now();
+            let secs = self.started.elapsed().as_secs_f64();
+            info!(
+                numbers = self.numbers,
+                per_second = (self.numbers as f64 / secs) as u64,
+                "loading routes from the registry"
+            );
+        }
+    }
+}
 
 /// Why a reconcile runs: what it changes is drift to repair, or an intended reload.
 #[derive(Clone, Copy)]

@@ -39,7 +39,14 @@ enum Task {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    started();
+    let result = task(Cli::parse().command);
+    step(if result.is_ok() { "done" } else { "failed" });
+    result
+}
+
+fn task(task: Task) -> Result<()> {
+    match task {
         Task::Setup => setup::run(),
         Task::Build => {
             setup::run()?;
@@ -83,8 +90,17 @@ fn build() -> Result<()> {
     cargo(&["build", "--release", "-p", "fastpath"], &[])
 }
 
+/// Announces a step with the time since the task started, so a long run (a fresh
+/// machine's installs and builds) shows where it is and how long each step took; the
+/// steps themselves (apt, cargo) print their own progress below.
 pub(crate) fn step(what: &str) {
-    eprintln!("==> {what}");
+    let elapsed = started().elapsed().as_secs_f64();
+    eprintln!("==> [{elapsed:>6.1} s] {what}");
+}
+
+fn started() -> std::time::Instant {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(std::time::Instant::now)
 }
 
 fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
