@@ -31,6 +31,9 @@ pub(crate) fn peer_for(key: &RouteKey, family: u8) -> Result<Peer, Counter> {
 /// gateway's addresses: then the request is transit traffic, and the kernel routes it.
 #[inline(always)]
 pub(crate) fn addressed_to_us(dst: &LocalAddr) -> Result<(), Counter> {
+    if cfg!(feature = "ablate-local-check") {
+        return Ok(());
+    }
     let Some(config) = CONFIG.get(0) else {
         return Ok(());
     };
