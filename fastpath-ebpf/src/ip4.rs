@@ -29,8 +29,11 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     if u16::from_be_bytes(ip.frags) & FRAGMENT_MASK != 0 {
         return Err(Counter::Fragment);
     }
-    if ip.vihl & 0x0f != 5 {
-        return Err(Counter::IpOptions);
+    match ip.vihl & 0x0f {
+        5 => {}
+        // Shorter than the fixed header: not options, a broken header.
+        0..5 => return Err(Counter::Malformed),
+        _ => return Err(Counter::IpOptions),
     }
     let tot_len = u16::from_be_bytes(ip.tot_len);
     let total = tot_len as usize;
