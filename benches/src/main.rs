@@ -52,6 +52,7 @@ const GENERATION: u32 = 1;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
 #[derive(Parser, Debug)]
@@ -92,6 +93,13 @@ struct Args {
     /// Only the cache-sync benchmarks (no topology, no traffic).
     #[arg(long)]
     sync_only: bool,
+    /// Only this table size (1k, 100k or 1m).
+    #[arg(long, value_name = "LABEL")]
+    only_size: Option<String>,
+    /// A directory of other builds of the XDP program (`cargo xtask ablation`): each file is
+    /// measured on the hit (and the miss) beside the daemon's object, in the same rounds.
+    #[arg(long, value_name = "DIR")]
+    variants: Option<PathBuf>,
 }
 
 /// Removes the benchmark's pin directory (maps pinned by `fastpath::xdp::load`).
@@ -217,7 +225,7 @@ fn xdp_bench(args: &Args) -> anyhow::Result<Vec<serde_json::Value>> {
 
 /// One kind of packet, and how to run it.
 struct Probe {
-    name: &'static str,
+    name: String,
     frame: Vec<u8>,
     /// `xdp_md` for the test run.
     ctx: Vec<u8>,
@@ -228,18 +236,25 @@ struct Probe {
 enum Kind {
     /// The `XDP_DROP` baseline.
     Drop,
-    /// The fastpath program: the action every run must end in, and the one counter every
-    /// run must bump.
-    Fastpath { action: u32, counter: Counter },
+    /// The fastpath program (`program` 0, or variant `program`): the action every run must
+    /// end in, and the one counter every run must bump (none when the variant counts
+    /// nothing).
+    Fastpath {
+        action: u32,
+        counter: Option<Counter>,
+        program: usize,
+    },
 }
 
 /// Samples (ns/packet) of one path.
-type PathSamples = (&'static str, Vec<f64>);
+type PathSamples = (String, Vec<f64>);
 
 #[derive(Default)]
 struct Report {
     /// (size label, entries, samples of every path).
     sizes: Vec<(&'static str, u32, Vec<PathSamples>)>,
+    /// Verifier instruction counts: the daemon's object, then the variants.
+    verified: Vec<(String, u32)>,
     /// (size label, entries, cumulative seconds to fill ROUTES from empty).
     fills: Vec<(&'static str, u32, f64)>,
 }
@@ -254,14 +269,15 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
     let egress = fastpath::xdp::ifindex(&topo.ifname(Iface::GwPeer))?;
 
     let frames = Frames::build()?;
-    let paths = [
+    let mut paths: Vec<Probe> = [
         ("xdp_drop", &frames.hit, Kind::Drop),
         (
             "hit",
             &frames.hit,
             Kind::Fastpath {
                 action: XDP_REDIRECT,
-                counter: Counter::Hit,
+                counter: Some(Counter::Hit),
+                program: 0,
             },
         ),
         (
@@ -269,7 +285,8 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
             &frames.miss,
             Kind::Fastpath {
                 action: XDP_PASS,
-                counter: Counter::Miss,
+                counter: Some(Counter::Miss),
+                program: 0,
             },
         ),
         (
@@ -277,7 +294,8 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
             &frames.icmp,
             Kind::Fastpath {
                 action: XDP_PASS,
-                counter: Counter::NotSip,
+                counter: Some(Counter::NotSip),
+                program: 0,
             },
         ),
         (
@@ -285,25 +303,39 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
             &frames.other_port,
             Kind::Fastpath {
                 action: XDP_PASS,
-                counter: Counter::NotSip,
+                counter: Some(Counter::NotSip),
+                program: 0,
             },
         ),
     ]
     .map(|(name, frame, kind)| Probe {
-        name,
+        name: name.to_string(),
         ctx: xdp_md(frame.len(), ingress),
         frame: frame.clone(),
         kind,
-    });
+    })
+    .into();
 
+    let mut report = Report::default();
     let mut ebpf = fastpath::xdp::load(pin_dir, MAX_ROUTES)?;
     // Headroom under the verifier's 1M-instruction budget bounds how far the classifier
     // can grow (its scan window above all).
-    if let Some(count) = fastpath::xdp::program(&mut ebpf)?
-        .info()?
-        .verified_instruction_count()
-    {
-        eprintln!("verifier: {count} instructions processed (limit 1000000)");
+    report.note_verified("fastpath", fastpath::xdp::program(&mut ebpf)?)?;
+    // The variants adopt the pinned maps (routes, peers, config, counters) loaded above.
+    let mut variants = Vec::new();
+    for (name, object) in variant_objects(args)? {
+        // An ablation can leave code the verifier refuses (no-hop-check did, once the
+        // local check changed): that variant is left out, the others still measured.
+        let mut variant = match fastpath::xdp::load_object(pin_dir, MAX_ROUTES, &object) {
+            Ok(variant) => variant,
+            Err(e) => {
+                eprintln!("variant {name} left out: {e}");
+                continue;
+            }
+        };
+        report.note_verified(&name, fastpath::xdp::program(&mut variant)?)?;
+        paths.extend(variant_probes(&name, variants.len() + 1, &frames, ingress));
+        variants.push((name, variant));
     }
     let config = Config::parse(&format!(
         "[xdp]\nsip_ports = [{PEER_PORT}]\nmax_routes = {MAX_ROUTES}\n\
@@ -335,6 +367,24 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
         .attach(&spare0, XdpMode::Skb)
         .with_context(|| format!("attaching fastpath to {spare0}"))?;
     let _drop_link = drop_prog.attach_generic(fastpath::xdp::ifindex(&spare1)?)?;
+    for (i, (name, variant)) in variants.iter_mut().enumerate() {
+        let spare = variant_ifname(topo, i);
+        fastpath_tests::netns::run(std::process::Command::new("ip").args([
+            "-n",
+            &topo.ns_name(Host::Gateway),
+            "link",
+            "add",
+            &spare,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{spare}p"),
+        ]))?;
+        fastpath::xdp::program(variant)?
+            .attach(&spare, XdpMode::Skb)
+            .with_context(|| format!("attaching variant {name} to {spare}"))?;
+    }
 
     // Keys are made before the clock starts: the fill time is the map writes alone.
     let keys: Vec<RouteKey> = (0..SIZES[SIZES.len() - 1].1)
@@ -346,9 +396,11 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
         "the generated numbers must start with the hit number"
     );
 
-    let mut report = Report::default();
     let (mut filled, mut fill_time) = (0usize, Duration::ZERO);
     for (label, entries) in SIZES {
+        if args.only_size.as_deref().is_some_and(|only| only != label) {
+            continue;
+        }
         let entries_usize = entries as usize;
         {
             let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(
@@ -389,9 +441,12 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
         }
         report.fills.push((label, entries, fill_time.as_secs_f64()));
 
-        let prog = fastpath::xdp::program(&mut ebpf)?;
+        let mut progs = vec![&*fastpath::xdp::program(&mut ebpf)?];
+        for (_, variant) in &mut variants {
+            progs.push(&*fastpath::xdp::program(variant)?);
+        }
         for path in &paths {
-            check_once(prog, &drop_prog, path)?;
+            check_once(&progs, &drop_prog, path)?;
         }
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
         for round in 0..args.rounds as usize {
@@ -399,7 +454,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
             for k in 0..paths.len() {
                 let i = (k + round) % paths.len();
                 check_stop()?;
-                samples[i].push(sample(prog, &drop_prog, &stats, &paths[i], args)?);
+                samples[i].push(sample(&progs, &drop_prog, &stats, &paths[i], args)?);
             }
         }
         eprintln!(
@@ -410,7 +465,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
         report.sizes.push((
             label,
             entries,
-            paths.iter().map(|p| p.name).zip(samples).collect(),
+            paths.iter().map(|p| p.name.clone()).zip(samples).collect(),
         ));
     }
     Ok(report)
@@ -418,7 +473,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
 
 /// One run with the output frame: the action must be the expected one, and a hit's frame
 /// must come out rewritten for the peer with valid checksums.
-fn check_once(prog: &Xdp, drop_prog: &DropProgram, path: &Probe) -> anyhow::Result<()> {
+fn check_once(progs: &[&Xdp], drop_prog: &DropProgram, path: &Probe) -> anyhow::Result<()> {
     match path.kind {
         Kind::Drop => {
             let (action, _) = drop_prog.test_run(&path.frame, &path.ctx, 1)?;
@@ -427,9 +482,11 @@ fn check_once(prog: &Xdp, drop_prog: &DropProgram, path: &Probe) -> anyhow::Resu
                 "baseline returned {action}, not XDP_DROP"
             );
         }
-        Kind::Fastpath { action, .. } => {
+        Kind::Fastpath {
+            action, program, ..
+        } => {
             let mut out = vec![0u8; path.frame.len() + 256];
-            let result = prog.test_run(TestRunOptions {
+            let result = progs[program].test_run(TestRunOptions {
                 data_in: Some(&path.frame),
                 data_out: Some(&mut out),
                 ctx_in: Some(&path.ctx),
@@ -448,7 +505,7 @@ fn check_once(prog: &Xdp, drop_prog: &DropProgram, path: &Probe) -> anyhow::Resu
                 },
             );
             out.truncate(result.data_size_out as usize);
-            if action == XDP_REDIRECT {
+            if action == XDP_REDIRECT || action == XDP_TX {
                 ensure!(
                     packet::dst_ip(&out) == Some(PEER_V4.into()),
                     "hit: destination not rewritten"
@@ -482,7 +539,7 @@ fn check_once(prog: &Xdp, drop_prog: &DropProgram, path: &Probe) -> anyhow::Resu
 /// durations, in ns/packet. For the fastpath program, the counters must show that every
 /// repetition took the expected outcome.
 fn sample(
-    prog: &Xdp,
+    progs: &[&Xdp],
     drop_prog: &DropProgram,
     stats: &PerCpuArray<MapData, u64>,
     path: &Probe,
@@ -497,10 +554,14 @@ fn sample(
                 total_ns += u64::from(ns);
             }
         }
-        Kind::Fastpath { action, counter } => {
+        Kind::Fastpath {
+            action,
+            counter,
+            program,
+        } => {
             let before = Counters::read(stats)?;
             for _ in 0..args.calls {
-                let result = prog.test_run(TestRunOptions {
+                let result = progs[program].test_run(TestRunOptions {
                     data_in: Some(&path.frame),
                     ctx_in: Some(&path.ctx),
                     repeat: args.repeat,
@@ -518,7 +579,7 @@ fn sample(
             let runs = u64::from(args.calls) * u64::from(args.repeat);
             for c in Counter::ALL {
                 let delta = after.get(c) - before.get(c);
-                let want = if c == counter { runs } else { 0 };
+                let want = if Some(c) == counter { runs } else { 0 };
                 if delta != want {
                     bail!(
                         "{}: counter {} moved by {delta} over {runs} runs, expected {want}",
@@ -533,8 +594,19 @@ fn sample(
 }
 
 impl Report {
+    fn note_verified(&mut self, name: &str, prog: &Xdp) -> anyhow::Result<()> {
+        if let Some(count) = prog.info()?.verified_instruction_count() {
+            eprintln!("verifier ({name}): {count} instructions processed (limit 1000000)");
+            self.verified.push((name.to_string(), count));
+        }
+        Ok(())
+    }
+
     fn print(&self, args: &Args) {
         println!();
+        for (name, count) in &self.verified {
+            println!("verifier: {name}: {count} instructions processed (limit 1000000)");
+        }
         println!(
             "BPF_PROG_TEST_RUN, kernel-timed; each sample = {} calls x repeat {}; {} interleaved rounds",
             args.calls, args.repeat, args.rounds
@@ -564,7 +636,11 @@ impl Report {
         let mut all_drop = Vec::new();
         for (label, _, paths) in &self.sizes {
             for (name, samples) in paths {
-                let key = if *name == "xdp_drop" {
+                if name.contains('/') {
+                    // Ablation variants: printed, not part of the benchmark's results.
+                    continue;
+                }
+                let key = if name == "xdp_drop" {
                     all_drop.extend_from_slice(samples);
                     format!("xdp_drop_ns_{label}")
                 } else {
@@ -596,6 +672,63 @@ fn median(samples: &[f64]) -> f64 {
 
 fn minimum(samples: &[f64]) -> f64 {
     samples.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// The variant objects in `--variants DIR`, by file name, sorted.
+fn variant_objects(args: &Args) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let Some(dir) = &args.variants else {
+        return Ok(Vec::new());
+    };
+    let mut objects = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let object = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        objects.push((name, object));
+    }
+    objects.sort();
+    Ok(objects)
+}
+
+/// A variant's hit (and, where it changes the classifier's input, its miss).
+fn variant_probes(name: &str, program: usize, frames: &Frames, ingress: u32) -> Vec<Probe> {
+    let action = if name == "xdp-tx" {
+        XDP_TX
+    } else {
+        XDP_REDIRECT
+    };
+    let counts = name != "no-outcome-stats" && name != "none-of-these";
+    let mut probes = vec![Probe {
+        name: format!("hit/{name}"),
+        ctx: xdp_md(frames.hit.len(), ingress),
+        frame: frames.hit.clone(),
+        kind: Kind::Fastpath {
+            action,
+            counter: counts.then_some(Counter::Hit),
+            program,
+        },
+    }];
+    if name.starts_with("copy") || name == "none-of-these" {
+        probes.push(Probe {
+            name: format!("miss/{name}"),
+            ctx: xdp_md(frames.miss.len(), ingress),
+            frame: frames.miss.clone(),
+            kind: Kind::Fastpath {
+                action: XDP_PASS,
+                counter: counts.then_some(Counter::Miss),
+                program,
+            },
+        });
+    }
+    probes
+}
+
+/// The spare interface (in the gateway namespace, down) that keeps variant `i` attached.
+fn variant_ifname(topo: &Topology, i: usize) -> String {
+    format!("{}v{i}", topo.prefix())
 }
 
 /// Registered number `i`: 11 digits starting with 2, spread over the space (the multiplier

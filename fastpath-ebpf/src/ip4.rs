@@ -1,10 +1,7 @@
 //! IPv4: only plain, unfragmented datagrams without options are candidates.
 
 use aya_ebpf::programs::XdpContext;
-use fastpath_common::{
-    Counter,
-    maps::{FAMILY_IPV4, LocalAddr},
-};
+use fastpath_common::{Counter, maps::FAMILY_IPV4};
 use network_types::{ip::Ipv4Hdr, udp::UdpHdr};
 
 use crate::{
@@ -32,8 +29,11 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     if u16::from_be_bytes(ip.frags) & FRAGMENT_MASK != 0 {
         return Err(Counter::Fragment);
     }
-    if ip.vihl & 0x0f != 5 {
-        return Err(Counter::IpOptions);
+    match ip.vihl & 0x0f {
+        5 => {}
+        // Shorter than the fixed header: not options, a broken header.
+        0..5 => return Err(Counter::Malformed),
+        _ => return Err(Counter::IpOptions),
     }
     let tot_len = u16::from_be_bytes(ip.tot_len);
     let total = tot_len as usize;
@@ -43,7 +43,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     }
     let request = udp::parse_sip(ctx, l2.l3 + Ipv4Hdr::LEN, total - Ipv4Hdr::LEN)?;
     let peer = sip::peer_for(&request.key, FAMILY_IPV4)?;
-    sip::addressed_to_us(&LocalAddr::v4(ip.dst_addr))?;
+    sip::addressed_to_us(sip::Destination::v4(&ip.dst_addr))?;
     if ip.ttl <= 1 {
         return Err(Counter::TtlExpired);
     }

@@ -1,10 +1,7 @@
 //! IPv6: only datagrams whose next header is UDP itself are candidates.
 
 use aya_ebpf::programs::XdpContext;
-use fastpath_common::{
-    Counter,
-    maps::{FAMILY_IPV6, LocalAddr},
-};
+use fastpath_common::{Counter, maps::FAMILY_IPV6};
 use network_types::{ip::Ipv6Hdr, udp::UdpHdr};
 
 use crate::{
@@ -42,7 +39,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
         return Err(Counter::Malformed);
     }
     let peer = sip::peer_for(&request.key, FAMILY_IPV6)?;
-    sip::addressed_to_us(&LocalAddr::v6(ip.dst_addr))?;
+    sip::addressed_to_us(sip::Destination::v6(&ip.dst_addr))?;
     if ip.hop_limit <= 1 {
         return Err(Counter::TtlExpired);
     }

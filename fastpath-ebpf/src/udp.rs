@@ -43,7 +43,12 @@ pub(crate) fn parse_sip<'a>(
 /// Copies the start of the payload into the per-CPU window and runs the shared classifier.
 #[inline(always)]
 fn classify_payload(ctx: &XdpContext, offset: usize, len: usize) -> Result<RouteKey, Counter> {
-    let len = if len > SCAN_LEN { SCAN_LEN } else { len };
+    let scan_len = if cfg!(feature = "copy-64") {
+        64
+    } else {
+        SCAN_LEN
+    };
+    let len = if len > scan_len { scan_len } else { len };
     if len == 0 {
         return Err(Counter::OtherMethod);
     }

@@ -33,13 +33,19 @@ pub enum Mode {
 /// Loads the program with its maps pinned in `pin_dir`: maps already pinned there (by an
 /// earlier run) are adopted, so their contents survive restarts and upgrades.
 pub fn load(pin_dir: &Path, max_routes: u32) -> anyhow::Result<Ebpf> {
+    load_object(pin_dir, max_routes, crate::EBPF_OBJECT)
+}
+
+/// [`load`] for another build of the program (the benchmark's ablation variants), which
+/// must declare the same pinned maps.
+pub fn load_object(pin_dir: &Path, max_routes: u32, object: &[u8]) -> anyhow::Result<Ebpf> {
     ensure_bpffs(pin_dir)?;
     std::fs::create_dir_all(pin_dir)
         .with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .map_max_entries(maps::ROUTES, max_routes)
-        .load(crate::EBPF_OBJECT)
+        .load(object)
         .context("loading the XDP object (a ROUTES map pinned with another size? see `fastpath detach --purge`)")?;
     program(&mut ebpf)?
         .load()

@@ -95,11 +95,13 @@ fn ipv4_options_pass() -> Result<()> {
         assert!(frame[14] & 0x0f > 5, "{what}: IHL not raised");
         xdp.assert_pass(what, &frame, None, Counter::IpOptions);
     }
-    // IHL below 5 is not a header at all, but counts as "options" too (IHL != 5).
-    let mut frame = hit_v4();
-    frame[14] = 0x44;
-    fix_ipv4_checksum(&mut frame);
-    xdp.assert_pass("IHL 4", &frame, None, Counter::IpOptions);
+    // IHL below 5 is not a header at all: malformed, not options.
+    for ihl in 0..5u8 {
+        let mut frame = hit_v4();
+        frame[14] = 0x40 | ihl;
+        fix_ipv4_checksum(&mut frame);
+        xdp.assert_pass(&format!("IHL {ihl}"), &frame, None, Counter::Malformed);
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask setup | build | run | demo | test | bench`: the project's own commands.
 //! Every command first installs what a fresh machine lacks (idempotently).
 
+mod ablation;
 mod demo;
 mod setup;
 
@@ -31,6 +32,12 @@ enum Task {
     Demo,
     /// Run every test (root needed: netns, XDP, BPF_PROG_TEST_RUN).
     Test,
+    /// Build the XDP program's ablation variants and measure their hit path beside the
+    /// full program in one benchmark run (extra arguments go to `fastpath-bench`).
+    Ablation {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the benchmarks: `cargo xtask bench --json FILE`.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -76,6 +83,23 @@ fn task(task: Task) -> Result<()> {
                 ],
                 &[],
             )
+        }
+        Task::Ablation { args } => {
+            setup::run()?;
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let out = root.join("target/ablation");
+            ablation::build(&root, &out)?;
+            step("measuring the variants");
+            let mut all = vec![
+                "--variants".to_string(),
+                out.display().to_string(),
+                "--skip-proxy".into(),
+                "--skip-sync".into(),
+                "--only-size".into(),
+                "1m".into(),
+            ];
+            all.extend(args);
+            cargo(&["run", "--release", "-p", "fastpath-bench", "--"], &all)
         }
         Task::Bench { args } => {
             setup::run()?;
