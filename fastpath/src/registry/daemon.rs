@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::info;
 
-use super::{Registry, Settings, SqliteStore};
+use super::{Registry, Settings, SqliteStore, counts::RegistryReadings};
 use crate::{
     api::{self, ApiState},
     config::Config,
@@ -43,6 +43,8 @@ pub struct Running {
     /// Where the SIP side reports missed calls to the verification number.
     pub missed_calls: mpsc::Sender<MissedCall>,
     pub counters: Arc<SyncCounters>,
+    /// Numbers by state and verification outcomes, for `/metrics`.
+    pub readings: Arc<dyn RegistryReadings>,
     pub api_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -137,6 +139,7 @@ pub async fn start<C: Channel>(
     Ok(Running {
         missed_calls,
         counters,
+        readings: Arc::new(registry),
         api_addr,
         tasks,
     })

@@ -76,7 +76,7 @@ async fn message_code_verifies_and_publishes_the_change() {
     let r = f.registry.submit_code(DIGITS, &code).await.unwrap();
     assert_eq!(r.state, State::Verified);
     assert!(r.is_routable(f.registry.now()));
-    assert_eq!(changes.recv().await.unwrap().state, State::Verified);
+    assert_eq!(changes.recv().await.unwrap().record.state, State::Verified);
     // The code is single use.
     assert!(matches!(
         f.registry.submit_code(DIGITS, &code).await,
