@@ -555,3 +555,73 @@ impl Collector for RegistryCollector {
         families
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(text: &str, series: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn workers_buckets_merge_into_one_histogram_by_kind() {
+        let latency = ProxyLatency::default();
+        let registry = Registry::new();
+        registry
+            .register(Box::new(latency.histograms.clone()))
+            .unwrap();
+        let (a, b) = (latency.local(), latency.local());
+        a.observe_batch(Duration::from_micros(20), 3, 1);
+        b.observe_batch(Duration::from_millis(2), 2, 0);
+        b.observe_batch(Duration::from_micros(20), 0, 0);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let name = "fastpath_proxy_handle_seconds";
+        for (series, want) in [
+            (format!("{name}_count{{kind=\"request\"}}"), 5),
+            (format!("{name}_count{{kind=\"response\"}}"), 1),
+            (
+                format!("{name}_bucket{{kind=\"request\",le=\"0.000025\"}}"),
+                3,
+            ),
+            (
+                format!("{name}_bucket{{kind=\"request\",le=\"0.0025\"}}"),
+                5,
+            ),
+            (
+                format!("{name}_bucket{{kind=\"response\",le=\"0.000025\"}}"),
+                1,
+            ),
+        ] {
+            assert_eq!(count(&text, &series), Some(want), "{series} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_tally_splits_sent_datagrams_by_kind() {
+        use crate::proxy::{ProxyCounter::*, Tally};
+        let mut tally = Tally::default();
+        for c in [
+            ForwardedPeer,
+            ForwardedTrunk,
+            FallbackPeerDown,
+            Replied4xx,
+            Replied5xx,
+            ForwardedRoute,
+            ResponsesForwarded,
+            Dropped,
+            SendErrors,
+        ] {
+            tally.bump(c);
+        }
+        // A fallback is also counted as its trunk forward; drops and send errors sent
+        // nothing (a send error is a datagram already counted by its kind).
+        assert_eq!(tally.sent_by_kind(), (5, 1));
+    }
+}

@@ -657,6 +657,38 @@ mod tests {
     }
 
     #[test]
+    fn state_counts_come_from_a_snapshot_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        for n in ["15550100001", "15550100002", "15550100003"] {
+            store.register(&new_number(n), 1).unwrap();
+        }
+        let verify = Transition::Verify {
+            method: crate::verify::Method::Message,
+            ttl_ms: 1000,
+        };
+        store.transition("15550100002", &verify, 2).unwrap();
+        let revoke = Transition::Revoke {
+            reason: "test".into(),
+        };
+        store.transition("15550100003", &revoke, 2).unwrap();
+        let counts = store.snapshot(3).unwrap().state_counts().unwrap();
+        assert_eq!(
+            counts.iter().collect::<Vec<_>>(),
+            [
+                (State::Pending, 1),
+                (State::Verified, 1),
+                (State::Expired, 0),
+                (State::Revoked, 1)
+            ]
+        );
+        // An in-memory store copies the same into its snapshot.
+        let memory = SqliteStore::in_memory().unwrap();
+        let counts = memory.snapshot(3).unwrap().state_counts().unwrap();
+        assert_eq!(counts, StateCounts::default());
+    }
+
+    #[test]
     fn migrations_are_idempotent_and_refuse_newer_schemas() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
