@@ -87,6 +87,10 @@ struct Args {
     /// Skip Kamailio in the proxy benchmark.
     #[arg(long)]
     skip_kamailio: bool,
+    /// Name prefix of the proxy benchmark's topology (namespaces and interfaces), so that
+    /// runs beside other users of the box never share names.
+    #[arg(long, value_name = "PREFIX", default_value = "pxb")]
+    proxy_prefix: String,
     /// Skip the registry → ROUTES cache-sync benchmarks.
     #[arg(long)]
     skip_sync: bool,
@@ -162,9 +166,8 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.skip_proxy && !args.sync_only {
         check_stop()?;
-        let prefix = "pxb";
         for (name, value, unit) in proxy::run(
-            prefix,
+            &args.proxy_prefix,
             proxy::Plan::FULL,
             !args.skip_kamailio,
             args.proxy_rounds,

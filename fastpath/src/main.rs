@@ -280,7 +280,10 @@ async fn daemon(
     if let Some(listen) = config.metrics_listen {
         let metrics = Metrics::new(fast_path.as_ref().map(|_| pin_dir.clone()))?;
         match &registry {
-            Some(registry) => metrics.register_sync(registry.counters.clone())?,
+            Some(registry) => {
+                metrics.register_sync(registry.counters.clone())?;
+                metrics.register_registry(Arc::clone(&registry.readings))?;
+            }
             None if fast_path.is_some() => metrics.register_static_routes(config.routes.len())?,
             None => {}
         }

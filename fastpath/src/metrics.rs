@@ -6,7 +6,8 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant},
 };
 
 use aya::maps::{Array, Map};
@@ -15,13 +16,18 @@ use fastpath_common::{
     maps::{self, PeerValue},
 };
 use prometheus::{
-    Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
     core::{Collector, Desc},
+    local::LocalHistogram,
     proto::MetricFamily,
 };
 use tracing::warn;
 
-use crate::stats::{Counters, PeerTraffic};
+use crate::{
+    registry::counts::{RegistryReadings, StateCounts},
+    stats::{Counters, PeerTraffic},
+};
 
 /// Everything `/metrics` shows.
 pub struct Metrics {
@@ -94,6 +100,15 @@ impl Metrics {
                 move || counters.get(counter),
             )?;
         }
+        self.registry
+            .register(Box::new(counters.latency.histograms.clone()))?;
+        Ok(())
+    }
+
+    /// The registry's numbers by state and its verifications by method and outcome.
+    pub fn register_registry(&self, source: Arc<dyn RegistryReadings>) -> anyhow::Result<()> {
+        self.registry
+            .register(Box::new(RegistryCollector::new(source)?))?;
         Ok(())
     }
 
@@ -140,7 +155,12 @@ impl Metrics {
             "fastpath_sync_repairs_total",
             "Map entries a reconcile found wrong (missing, stale or extra) and fixed.",
             read(|c| &c.repairs),
-        )
+        )?;
+        self.registry
+            .register(Box::new(counters.latency.update.clone()))?;
+        self.registry
+            .register(Box::new(counters.latency.reconcile.clone()))?;
+        Ok(())
     }
 
     /// The text exposition format (version 0.0.4).
@@ -325,5 +345,288 @@ impl Collector for Live {
                 g.collect()
             }
         }
+    }
+}
+
+/// Buckets from 5 µs to 100 ms: a proxied datagram takes tens of microseconds; the tail
+/// shows a worker stalled (scheduling, a slow `sendmmsg`).
+const PROXY_BUCKETS: &[f64] = &[
+    5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1,
+];
+/// Buckets from 10 µs to 1 s: a change reaches the map in microseconds unless the sync is
+/// busy with a reconcile.
+const SYNC_UPDATE_BUCKETS: &[f64] = &[
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.25, 1.0,
+];
+/// Buckets from 1 ms to 30 s: a reconcile of a few numbers takes milliseconds, of a
+/// million about a second.
+const SYNC_RECONCILE_BUCKETS: &[f64] = &[
+    1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The proxy's message kinds, the `kind` label of `fastpath_proxy_handle_seconds`.
+const KINDS: [&str; 2] = ["request", "response"];
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("constant histogram options are valid")
+}
+
+/// The sync's latencies, observed by [`crate::sync::Syncer::run`] (a few atomics per
+/// observation; there are at most a few thousand a second).
+#[derive(Debug, Clone)]
+pub struct SyncLatency {
+    /// Registry commit → `ROUTES` written, per change that altered the map.
+    pub update: Histogram,
+    /// Each periodic full reconcile (registry read, compare, repair).
+    pub reconcile: Histogram,
+}
+
+impl Default for SyncLatency {
+    fn default() -> Self {
+        Self {
+            update: histogram(
+                "fastpath_sync_update_seconds",
+                "Time from a registry commit to its ROUTES map write, per change that altered the map.",
+                SYNC_UPDATE_BUCKETS,
+            ),
+            reconcile: histogram(
+                "fastpath_sync_reconcile_seconds",
+                "Duration of each periodic full reconcile of the maps with the registry.",
+                SYNC_RECONCILE_BUCKETS,
+            ),
+        }
+    }
+}
+
+/// `fastpath_proxy_handle_seconds{kind}`: from a datagram's receipt (the `recvmmsg` that
+/// read it returned) to its send (the `sendmmsg` that sent it returned), for every datagram
+/// the proxy forwarded or answered.
+///
+/// The hot path must stay cheap (~150k datagrams/s on 2 cores), so each worker keeps a
+/// [`LocalProxyLatency`] (plain, unshared buckets) and times a whole batch with two clock
+/// reads: every datagram of a batch is received by one `recvmmsg` and sent by the
+/// `sendmmsg` calls that end it, so they share one latency. The worker's buckets are
+/// merged into the shared histogram once per batch (a handful of atomic adds).
+#[derive(Debug, Clone)]
+pub struct ProxyLatency {
+    histograms: HistogramVec,
+}
+
+impl Default for ProxyLatency {
+    fn default() -> Self {
+        let opts = HistogramOpts::new(
+            "fastpath_proxy_handle_seconds",
+            "Time from the receipt of a datagram the proxy forwarded or answered to its send, by the kind of the datagram received.",
+        )
+        .buckets(PROXY_BUCKETS.to_vec());
+        Self {
+            histograms: HistogramVec::new(opts, &["kind"])
+                .expect("constant histogram options are valid"),
+        }
+    }
+}
+
+impl ProxyLatency {
+    /// A worker's own copy; every kind is created now, so each series exists (at zero)
+    /// before the first datagram.
+    pub fn local(&self) -> LocalProxyLatency {
+        let [request, response] = KINDS.map(|k| self.histograms.with_label_values(&[k]).local());
+        LocalProxyLatency { request, response }
+    }
+}
+
+/// One worker's buckets (see [`ProxyLatency`]).
+pub struct LocalProxyLatency {
+    request: LocalHistogram,
+    response: LocalHistogram,
+}
+
+impl LocalProxyLatency {
+    /// `requests` requests and `responses` responses received together were sent `took`
+    /// later; merges them into the shared histogram.
+    pub fn observe_batch(&self, took: Duration, requests: u64, responses: u64) {
+        let seconds = took.as_secs_f64();
+        for (local, n) in [(&self.request, requests), (&self.response, responses)] {
+            for _ in 0..n {
+                local.observe(seconds);
+            }
+            local.flush();
+        }
+    }
+}
+
+/// How long the state counts of one scrape serve the next ones. Prometheus scrapes every
+/// 15 s or more; this bounds the cost (one index scan) when several scrapers or a
+/// dashboard poll at once.
+const STATE_COUNTS_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// The registry's numbers by state (read from the store, cached briefly) and its
+/// verification counters (atomics, read at each scrape).
+struct RegistryCollector {
+    source: Arc<dyn RegistryReadings>,
+    cached: Mutex<Option<(Instant, StateCounts)>>,
+    numbers: IntGaugeVec,
+    attempts: IntCounterVec,
+    outcomes: IntCounterVec,
+    descs: Vec<Desc>,
+}
+
+impl RegistryCollector {
+    fn new(source: Arc<dyn RegistryReadings>) -> anyhow::Result<Self> {
+        let numbers = IntGaugeVec::new(
+            Opts::new(
+                "fastpath_registry_numbers",
+                "Numbers in the registry, by state (counted at most every 2 s).",
+            ),
+            &["state"],
+        )?;
+        let attempts = IntCounterVec::new(
+            Opts::new(
+                "fastpath_verification_attempts_total",
+                "Verifications started (a code sent, a call placed, a missed call awaited), by method.",
+            ),
+            &["method"],
+        )?;
+        let outcomes = IntCounterVec::new(
+            Opts::new(
+                "fastpath_verification_outcomes_total",
+                "Verification events by method and outcome: starts refused, deliveries failed, codes checked, missed calls seen.",
+            ),
+            &["method", "outcome"],
+        )?;
+        let descs = [numbers.desc(), attempts.desc(), outcomes.desc()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        Ok(Self {
+            source,
+            cached: Mutex::new(None),
+            numbers,
+            attempts,
+            outcomes,
+            descs,
+        })
+    }
+
+    /// The counts, from the cache while it is fresh. Concurrent scrapes wait for one read.
+    fn state_counts(&self) -> Result<StateCounts, String> {
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, counts)) = *cached
+            && at.elapsed() < STATE_COUNTS_MAX_AGE
+        {
+            return Ok(counts);
+        }
+        let counts = self.source.state_counts()?;
+        *cached = Some((Instant::now(), counts));
+        Ok(counts)
+    }
+}
+
+impl Collector for RegistryCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let verifications = self.source.verifications();
+        for (method, n) in verifications.started_by_method() {
+            let counter = self.attempts.with_label_values(&[method]);
+            counter.reset();
+            counter.inc_by(n);
+        }
+        for (method, outcome, n) in verifications.outcomes_by_method() {
+            let counter = self.outcomes.with_label_values(&[method, outcome]);
+            counter.reset();
+            counter.inc_by(n);
+        }
+        let mut families = [self.attempts.collect(), self.outcomes.collect()].concat();
+        match self.state_counts() {
+            Ok(counts) => {
+                for (state, n) in counts.iter() {
+                    self.numbers
+                        .with_label_values(&[state.as_str()])
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                families.extend(self.numbers.collect());
+            }
+            // The gauge is absent rather than wrong; the counters still show.
+            Err(error) => warn!(%error, "counting the registry's numbers"),
+        }
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(text: &str, series: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn workers_buckets_merge_into_one_histogram_by_kind() {
+        let latency = ProxyLatency::default();
+        let registry = Registry::new();
+        registry
+            .register(Box::new(latency.histograms.clone()))
+            .unwrap();
+        let (a, b) = (latency.local(), latency.local());
+        a.observe_batch(Duration::from_micros(20), 3, 1);
+        b.observe_batch(Duration::from_millis(2), 2, 0);
+        b.observe_batch(Duration::from_micros(20), 0, 0);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let name = "fastpath_proxy_handle_seconds";
+        for (series, want) in [
+            (format!("{name}_count{{kind=\"request\"}}"), 5),
+            (format!("{name}_count{{kind=\"response\"}}"), 1),
+            (
+                format!("{name}_bucket{{kind=\"request\",le=\"0.000025\"}}"),
+                3,
+            ),
+            (
+                format!("{name}_bucket{{kind=\"request\",le=\"0.0025\"}}"),
+                5,
+            ),
+            (
+                format!("{name}_bucket{{kind=\"response\",le=\"0.000025\"}}"),
+                1,
+            ),
+        ] {
+            assert_eq!(count(&text, &series), Some(want), "{series} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_tally_splits_sent_datagrams_by_kind() {
+        use crate::proxy::{ProxyCounter::*, Tally};
+        let mut tally = Tally::default();
+        for c in [
+            ForwardedPeer,
+            ForwardedTrunk,
+            FallbackPeerDown,
+            Replied4xx,
+            Replied5xx,
+            ForwardedRoute,
+            ResponsesForwarded,
+            Dropped,
+            SendErrors,
+        ] {
+            tally.bump(c);
+        }
+        // A fallback is also counted as its trunk forward; drops and send errors sent
+        // nothing (a send error is a datagram already counted by its kind).
+        assert_eq!(tally.sent_by_kind(), (5, 1));
     }
 }

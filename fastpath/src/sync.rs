@@ -45,7 +45,7 @@ use tracing::{info, warn};
 
 use crate::{
     maps::peer_address,
-    registry::{NumberRecord, Registry, RoutableNumber, Store, number::route_key},
+    registry::{NumberRecord, Registry, RoutableNumber, Store, number::route_key, service::Change},
     routing::RouteTable,
     verify::Channel,
 };
@@ -116,6 +116,8 @@ pub struct SyncCounters {
     pub reconciles: AtomicU64,
     /// Entries a reconcile found wrong (missing, pointing elsewhere, or extra) and fixed.
     pub repairs: AtomicU64,
+    /// How long changes and reconciles take (timed in [`Syncer::run`]).
+    pub latency: crate::metrics::SyncLatency,
 }
 
 /// What one reconcile changed.
@@ -611,7 +613,7 @@ impl Syncer {
     pub async fn run<S: Store, C: Channel>(
         mut self,
         registry: Registry<S, C>,
-        mut changes: broadcast::Receiver<NumberRecord>,
+        mut changes: broadcast::Receiver<Change>,
         mut static_routes: watch::Receiver<StaticRoutes>,
         every: Duration,
     ) {
@@ -621,9 +623,11 @@ impl Syncer {
         loop {
             let reconcile = tokio::select! {
                 change = changes.recv() => match change {
-                    Ok(record) => {
-                        if let Err(error) = self.apply(&record, registry.now()) {
-                            warn!(number = %record.number, %error, "route update failed; the next reconcile retries");
+                    Ok(Change { record, committed }) => {
+                        match self.apply(&record, registry.now()) {
+                            Ok(true) => self.counters.latency.update.observe(committed.elapsed().as_secs_f64()),
+                            Ok(false) => {}
+                            Err(error) => warn!(number = %record.number, %error, "route update failed; the next reconcile retries"),
                         }
                         None
                     }
@@ -650,8 +654,11 @@ impl Syncer {
             let Some(reason) = reconcile else {
                 continue;
             };
+            let started = std::time::Instant::now();
             let (syncer, result) = self.reconcile_from(&registry).await;
             self = syncer;
+            let took = started.elapsed().as_secs_f64();
+            self.counters.latency.reconcile.observe(took);
             self.counters.reconciles.fetch_add(1, Ordering::Relaxed);
             match (result, reason) {
                 (Ok(report), Reason::Reload) => info!(?report, "static routes reloaded"),

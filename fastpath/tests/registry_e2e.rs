@@ -716,3 +716,183 @@ fn without_xdp_the_proxy_routes_registered_numbers() -> Result<()> {
     gateway.stop()?;
     Ok(())
 }
+
+/// The value of the series `series` (name and labels, as exposed) in a scrape.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Scrapes until every `(series, value)` holds (the state counts are cached for up to
+/// 2 s), and returns that scrape; fails with the last scrape after 20 s.
+fn scrape_until(gateway: &Gateway, want: &[(&str, f64)]) -> Result<String> {
+    let metrics: SocketAddr = "127.0.0.1:9477".parse()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = gateway.http_get(metrics, "/metrics")?;
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|(series, value)| series_value(&text, series) != Some(*value))
+            .collect();
+        if missing.is_empty() {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!("never got {missing:?} in\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `/metrics` moves with real actions: a registration and a message verification move
+/// the state gauge, the attempt counter and the outcome counters (a wrong code, then the
+/// right one); the verification's change moves the sync's latency histogram; requests the
+/// proxy answers move its handling-time histogram. The exposition passes promtool.
+#[test]
+fn metrics_follow_registry_verification_sync_and_proxy() -> Result<()> {
+    const OWNER: &str = "15550100061";
+    let topology = Topology::new("mt1")?;
+    topology.resolve_neighbors()?;
+    let dir = tempfile::tempdir()?;
+
+    // The trunk answers the one MESSAGE with 200 and logs it.
+    let scenario = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/scenarios/verify_trunk_message.xml"),
+    )?
+    .replace("[status]", "200")
+    .replace("[reason]", "OK");
+    let scenario_path = dir.path().join("trunk.xml");
+    std::fs::write(&scenario_path, scenario)?;
+    let messages = dir.path().join("messages.log");
+    let mut trunk = topology.spawn(
+        Host::Carrier,
+        [
+            "sipp".to_string(),
+            "-sf".into(),
+            scenario_path.to_string_lossy().into_owned(),
+            "-i".into(),
+            CARRIER_V4.to_string(),
+            "-p".into(),
+            SIP_PORT.to_string(),
+            "-m".into(),
+            "1".into(),
+            "-timeout".into(),
+            "60s".into(),
+            "-trace_msg".into(),
+            "-message_file".into(),
+            messages.to_string_lossy().into_owned(),
+        ],
+    )?;
+
+    let db = dir.path().join("registry.db");
+    let gw_sip = SocketAddr::new(GW_CALLER_V4.into(), SIP_PORT);
+    let config = format!(
+        "{}\n[verification]\ntrunk = \"{}\"\nnumber = \"+15550109000\"\nlocal = \"{}\"\n\n\
+         [proxy]\nlisten = [\"{gw_sip}\"]\nworkers = 2\n\n[health]\nenabled = false\n",
+        config(&db),
+        SocketAddr::new(CARRIER_V4.into(), SIP_PORT),
+        SocketAddr::new(GW_CARRIER_V4.into(), 5070),
+    );
+    let gateway = Gateway::start(&topology, binary(), &config)?;
+    let pin_dir = gateway.pin_dir().to_path_buf();
+    let run = |args: &[&str]| cli_result(&topology, args);
+    const PENDING: &str = "fastpath_registry_numbers{state=\"pending\"}";
+    const VERIFIED: &str = "fastpath_registry_numbers{state=\"verified\"}";
+    const STARTED: &str = "fastpath_verification_attempts_total{method=\"message\"}";
+    const WRONG: &str =
+        "fastpath_verification_outcomes_total{method=\"message\",outcome=\"wrong_code\"}";
+    const OK: &str =
+        "fastpath_verification_outcomes_total{method=\"message\",outcome=\"verified\"}";
+    const UPDATES: &str = "fastpath_sync_update_seconds_count";
+    const REQUESTS: &str = "fastpath_proxy_handle_seconds_count{kind=\"request\"}";
+    const RESPONSES: &str = "fastpath_proxy_handle_seconds_count{kind=\"response\"}";
+
+    // A fresh daemon: every series is there, at zero.
+    let fresh = scrape_until(
+        &gateway,
+        &[
+            (PENDING, 0.0),
+            (VERIFIED, 0.0),
+            (STARTED, 0.0),
+            (WRONG, 0.0),
+            (OK, 0.0),
+            (UPDATES, 0.0),
+            (REQUESTS, 0.0),
+            (RESPONSES, 0.0),
+        ],
+    )?;
+    fastpath_tests::promtool_check_metrics(&fresh)?;
+
+    let peer = format!("{PEER_V4}:{SIP_PORT}");
+    let (ok, text) = run(&["add", OWNER, "--account", "acme", "--peer", &peer])?;
+    ensure!(ok, "{text}");
+    scrape_until(&gateway, &[(PENDING, 1.0), (VERIFIED, 0.0)])?;
+
+    let (ok, text) = run(&["verify", OWNER, "--method", "message"])?;
+    ensure!(ok, "{text}");
+    scrape_until(&gateway, &[(STARTED, 1.0)])?;
+    // The code, from the body of the MESSAGE the trunk received.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        let log = std::fs::read_to_string(&messages).unwrap_or_default();
+        let code: String = log
+            .split("MESSAGE sip:")
+            .nth(1)
+            .and_then(|m| m.split("verification code is ").nth(1))
+            .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
+            .unwrap_or_default();
+        if code.len() >= 4 {
+            break code;
+        }
+        ensure!(Instant::now() < deadline, "no code in the MESSAGE:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (ok, text) = run(&["verify", OWNER, "--code", &altered(&code)])?;
+    ensure!(!ok, "a wrong code was accepted: {text}");
+    scrape_until(&gateway, &[(WRONG, 1.0), (OK, 0.0)])?;
+    let (ok, text) = run(&["verify", OWNER, "--code", &code])?;
+    ensure!(ok, "the right code was refused: {text}");
+    wait_in_map(&pin_dir, OWNER, true, Duration::from_secs(1))?;
+    // The one change that altered ROUTES was timed from its commit.
+    scrape_until(
+        &gateway,
+        &[
+            (OK, 1.0),
+            (WRONG, 1.0),
+            (PENDING, 0.0),
+            (VERIFIED, 1.0),
+            (UPDATES, 1.0),
+        ],
+    )?;
+
+    // Requests the proxy answers itself (Max-Forwards 0: 483) are timed, as requests.
+    let me = SocketAddr::new(CALLER_V4.into(), 5099);
+    let socket = topology.udp_socket(Host::Caller, me)?;
+    socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+    const ASKED: u32 = 3;
+    for i in 0..ASKED {
+        let request = format!(
+            "INVITE sip:{ROGUE}@{GW_CALLER_V4} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK-metrics-{i}\r\n\
+             Max-Forwards: 0\r\n\
+             From: <sip:caller@{me}>;tag=t{i}\r\n\
+             To: <sip:{ROGUE}@{GW_CALLER_V4}>\r\n\
+             Call-ID: metrics-{i}@test\r\n\
+             CSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        socket.send_to(request.as_bytes(), gw_sip)?;
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).context("no answer from the proxy")?;
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        ensure!(answer.starts_with("SIP/2.0 483 "), "{answer}");
+    }
+    let last = scrape_until(&gateway, &[(REQUESTS, f64::from(ASKED)), (RESPONSES, 0.0)])?;
+    fastpath_tests::promtool_check_metrics(&last)?;
+
+    gateway.stop()?;
+    let _ = trunk.stop();
+    Ok(())
+}

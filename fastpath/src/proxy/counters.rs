@@ -47,28 +47,35 @@ counters! {
 }
 
 #[derive(Debug)]
-pub struct ProxyCounters([AtomicU64; ProxyCounter::COUNT]);
+pub struct ProxyCounters {
+    counts: [AtomicU64; ProxyCounter::COUNT],
+    /// Receipt → send of each datagram; workers observe into their own copies.
+    pub latency: crate::metrics::ProxyLatency,
+}
 
 impl Default for ProxyCounters {
     fn default() -> Self {
-        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: Default::default(),
+        }
     }
 }
 
 impl ProxyCounters {
     pub fn add(&self, counter: ProxyCounter, n: u64) {
-        self.0[counter as usize].fetch_add(n, Ordering::Relaxed);
+        self.counts[counter as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self, counter: ProxyCounter) -> u64 {
-        self.0[counter as usize].load(Ordering::Relaxed)
+        self.counts[counter as usize].load(Ordering::Relaxed)
     }
 
     /// Adds a worker's tally and clears it.
     pub fn absorb(&self, tally: &mut Tally) {
         for (i, n) in tally.0.iter_mut().enumerate() {
             if *n != 0 {
-                self.0[i].fetch_add(*n, Ordering::Relaxed);
+                self.counts[i].fetch_add(*n, Ordering::Relaxed);
                 *n = 0;
             }
         }
@@ -95,5 +102,23 @@ impl Tally {
 
     pub fn get(&self, counter: ProxyCounter) -> u64 {
         self.0[counter as usize]
+    }
+
+    /// Of the datagrams tallied, how many requests and how many responses the proxy sent
+    /// something for (forwarded, or answered with its own response): each such datagram
+    /// bumps exactly one of these counters.
+    pub fn sent_by_kind(&self) -> (u64, u64) {
+        use ProxyCounter::*;
+        let requests = [
+            ForwardedPeer,
+            ForwardedTrunk,
+            ForwardedRoute,
+            Replied4xx,
+            Replied5xx,
+        ]
+        .into_iter()
+        .map(|c| self.get(c))
+        .sum();
+        (requests, self.get(ResponsesForwarded))
     }
 }

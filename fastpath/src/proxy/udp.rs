@@ -21,6 +21,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
+    time::Instant,
 };
 
 use anyhow::Context;
@@ -207,6 +208,7 @@ struct Worker {
     /// Per datagram of the batch: which socket sends it, and to where.
     sends: Vec<(usize, SocketAddr)>,
     out: SendBatch,
+    latency: crate::metrics::LocalProxyLatency,
 }
 
 /// `sendmmsg` headers, reused from batch to batch.
@@ -239,6 +241,7 @@ impl SendBatch {
 impl Worker {
     fn new(proxy: Arc<Proxy>, counters: Arc<ProxyCounters>, sockets: Vec<UdpSocket>) -> Self {
         let locals = proxy.locals().to_vec();
+        let latency = counters.latency.local();
         Self {
             proxy,
             counters,
@@ -255,6 +258,7 @@ impl Worker {
                 .collect(),
             sends: Vec::with_capacity(BATCH),
             out: SendBatch::new(),
+            latency,
         }
     }
 
@@ -333,6 +337,8 @@ impl Worker {
     }
 
     fn process(&mut self, socket: usize, n: usize) {
+        // The batch's receipt: `recvmmsg` just returned.
+        let received = Instant::now();
         let now = self.proxy.trunks().now();
         self.sends.clear();
         for k in 0..n {
@@ -356,6 +362,9 @@ impl Worker {
             }
         }
         self.flush();
+        let (requests, responses) = self.tally.sent_by_kind();
+        self.latency
+            .observe_batch(received.elapsed(), requests, responses);
         self.counters.absorb(&mut self.tally);
     }
 

@@ -11,7 +11,7 @@ use tokio::{
 };
 use tracing::info;
 
-use super::{Registry, Settings, SqliteStore};
+use super::{Registry, Settings, SqliteStore, counts::RegistryReadings};
 use crate::{
     api::{self, ApiState},
     config::Config,
@@ -48,6 +48,8 @@ pub struct Running {
     /// Where the SIP side reports missed calls to the verification number.
     pub missed_calls: mpsc::Sender<MissedCall>,
     pub counters: Arc<SyncCounters>,
+    /// Numbers by state and verification outcomes, for `/metrics`.
+    pub readings: Arc<dyn RegistryReadings>,
     pub api_addr: Option<SocketAddr>,
     /// A config reload sends its static routes here.
     pub static_routes: watch::Sender<StaticRoutes>,
@@ -161,6 +163,7 @@ pub async fn start<C: Channel>(
     Ok(Running {
         missed_calls,
         counters,
+        readings: Arc::new(registry),
         api_addr,
         static_routes,
         tasks,

@@ -4,6 +4,7 @@
 //! change for the cache sync.
 
 pub mod code;
+pub mod counts;
 pub mod daemon;
 #[cfg(test)]
 pub(crate) mod fake_trunk;

@@ -7,7 +7,7 @@
 use std::{
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::{
     AuditEntry, Challenge, Method, NewNumber, NumberRecord, PeerAddress, RoutableNumber, State,
     Transition, code,
+    counts::{Outcome, StateCounts, VerificationCounters},
     number::{NumberError, parse_e164},
     ratelimit::RateLimiter,
     store::{Store, StoreError},
@@ -114,12 +115,21 @@ pub struct Started {
     pub call_number: Option<String>,
 }
 
+/// A committed change, as the cache sync receives it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub record: NumberRecord,
+    /// When the commit returned: the sync times commit → map from here.
+    pub committed: Instant,
+}
+
 struct Inner<S, C> {
     store: Mutex<S>,
     channel: C,
     settings: Settings,
     clock: Clock,
-    changes: broadcast::Sender<NumberRecord>,
+    changes: broadcast::Sender<Change>,
+    verifications: VerificationCounters,
     starts_per_number: RateLimiter,
     starts_per_account: RateLimiter,
     submits_per_account: RateLimiter,
@@ -162,6 +172,7 @@ impl<S: Store, C: Channel> Registry<S, C> {
             settings,
             clock,
             changes: broadcast::channel(CHANGE_BUFFER).0,
+            verifications: VerificationCounters::default(),
         };
         Self {
             inner: Arc::new(inner),
@@ -177,8 +188,35 @@ impl<S: Store, C: Channel> Registry<S, C> {
     }
 
     /// Every committed change, in commit order.
-    pub fn subscribe(&self) -> broadcast::Receiver<NumberRecord> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.changes.subscribe()
+    }
+
+    /// Verifications started and their outcomes, by method.
+    pub fn verifications(&self) -> &VerificationCounters {
+        &self.inner.verifications
+    }
+
+    /// How many numbers are in each state. Blocking (call it off the async threads): the
+    /// store is locked only to open a snapshot, and the count runs on the snapshot's own
+    /// connection, so the writer is held up for the open alone, never for the scan.
+    pub fn state_counts(&self) -> Result<StateCounts, RegistryError> {
+        let mut snapshot = {
+            let store = self.inner.store.lock().unwrap_or_else(|p| p.into_inner());
+            store.snapshot(self.now())?
+        };
+        Ok(snapshot.state_counts()?)
+    }
+
+    /// Counts the outcome `result` stands for, if it stands for one.
+    fn count<T>(&self, method: Method, result: &Result<T, RegistryError>) {
+        let outcome = match result {
+            Ok(_) => Some(Outcome::Verified),
+            Err(error) => Outcome::of_error(error),
+        };
+        if let Some(outcome) = outcome {
+            self.inner.verifications.outcome(method, outcome);
+        }
     }
 
     /// Runs `f` on the store off the async runtime; the records it returns are published
@@ -192,9 +230,10 @@ impl<S: Store, C: Channel> Registry<S, C> {
         tokio::task::spawn_blocking(move || {
             let mut store = inner.store.lock().unwrap_or_else(|p| p.into_inner());
             let (out, changed) = f(&mut store, now)?;
+            let committed = Instant::now();
             for record in changed {
                 // No subscriber is fine (e.g. no fast path in this process).
-                let _ = inner.changes.send(record);
+                let _ = inner.changes.send(Change { record, committed });
             }
             Ok(out)
         })
@@ -349,14 +388,21 @@ impl<S: Store, C: Channel> Registry<S, C> {
             scope,
             retry_after_s: (retry_ms + 999) / 1000,
         };
-        self.inner
+        let allowed = self
+            .inner
             .starts_per_number
             .check(&record.number, now)
-            .map_err(|r| limited("this number", r))?;
-        self.inner
-            .starts_per_account
-            .check(&record.account, now)
-            .map_err(|r| limited("this account", r))?;
+            .map_err(|r| limited("this number", r))
+            .and_then(|()| {
+                self.inner
+                    .starts_per_account
+                    .check(&record.account, now)
+                    .map_err(|r| limited("this account", r))
+            });
+        if allowed.is_err() {
+            self.count(method, &allowed);
+        }
+        allowed?;
 
         let code = match method {
             Method::MissedCall => None,
@@ -375,6 +421,7 @@ impl<S: Store, C: Channel> Registry<S, C> {
         let expires_at = challenge.expires_at;
         self.write(move |s, _| Ok((s.put_challenge(&challenge)?, Vec::new())))
             .await?;
+        self.inner.verifications.started(method);
         info!(number = %record.number, ?method, "verification started");
 
         let number = record.number;
@@ -382,7 +429,8 @@ impl<S: Store, C: Channel> Registry<S, C> {
             (Method::Message, Some(code)) => {
                 let text = format!("Your fastpath verification code is {code}");
                 if let Err(failure) = self.inner.channel.send_message(&number, &text).await {
-                    self.delivery_failed(&number, failure.clone()).await?;
+                    self.delivery_failed(&number, method, failure.clone())
+                        .await?;
                     return Err(RegistryError::Delivery(failure));
                 }
                 Ok(Started {
@@ -427,7 +475,7 @@ impl<S: Store, C: Channel> Registry<S, C> {
             .collect_dtmf(number, code.len(), self.inner.settings.dtmf_timeout)
             .await;
         match digits {
-            Err(failure) => self.delivery_failed(number, failure).await,
+            Err(failure) => self.delivery_failed(number, Method::Call, failure).await,
             Ok(digits) => match self.check_code(number, &digits, Method::Call).await {
                 Ok(_) => Ok(()),
                 Err(error) => {
@@ -451,20 +499,37 @@ impl<S: Store, C: Channel> Registry<S, C> {
         code: &str,
     ) -> Result<NumberRecord, RegistryError> {
         let record = self.get(number).await?;
-        self.inner
+        let allowed = self
+            .inner
             .submits_per_account
             .check(&record.account, self.now())
             .map_err(|r| RegistryError::RateLimited {
                 scope: "this account",
                 retry_after_s: (r + 999) / 1000,
-            })?;
+            });
+        if allowed.is_err() {
+            self.count(Method::Message, &allowed);
+        }
+        allowed?;
         self.check_code(&record.number, code.trim(), Method::Message)
             .await
     }
 
     /// Counts an attempt against the challenge and verifies the number if `given` is
-    /// its code. Expired or exhausted challenges are removed.
+    /// its code. Expired or exhausted challenges are removed. The outcome is counted by
+    /// the method the code came by.
     async fn check_code(
+        &self,
+        number: &str,
+        given: &str,
+        via: Method,
+    ) -> Result<NumberRecord, RegistryError> {
+        let result = self.check_code_uncounted(number, given, via).await;
+        self.count(via, &result);
+        result
+    }
+
+    async fn check_code_uncounted(
         &self,
         number: &str,
         given: &str,
@@ -533,33 +598,64 @@ impl<S: Store, C: Channel> Registry<S, C> {
         &self,
         call: MissedCall,
     ) -> Result<Option<NumberRecord>, RegistryError> {
+        let counted = |outcome| {
+            self.inner
+                .verifications
+                .outcome(Method::MissedCall, outcome)
+        };
         let Ok(number) = parse_e164(&call.caller) else {
+            counted(Outcome::NoChallenge);
             return Ok(None);
         };
         let ttl_ms = ms(self.inner.settings.verified_ttl);
-        self.write(move |s, now| {
-            let pending = s
-                .challenge(&number)?
-                .filter(|c| c.method == Method::MissedCall && now < c.expires_at);
-            if pending.is_none() {
-                return Ok((None, Vec::new()));
+        let result = self
+            .write(move |s, now| {
+                let outcome = match s.challenge(&number)? {
+                    Some(c) if c.method != Method::MissedCall => Outcome::NoChallenge,
+                    Some(c) if now >= c.expires_at => Outcome::Expired,
+                    Some(_) => Outcome::Verified,
+                    None => Outcome::NoChallenge,
+                };
+                if outcome != Outcome::Verified {
+                    return Ok(((outcome, None), Vec::new()));
+                }
+                let r = s.transition(
+                    &number,
+                    &Transition::Verify {
+                        method: Method::MissedCall,
+                        ttl_ms,
+                    },
+                    now,
+                )?;
+                Ok(((outcome, Some(r.clone())), vec![r]))
+            })
+            .await;
+        match result {
+            Ok((outcome, record)) => {
+                counted(outcome);
+                Ok(record)
             }
-            let r = s.transition(
-                &number,
-                &Transition::Verify {
-                    method: Method::MissedCall,
-                    ttl_ms,
-                },
-                now,
-            )?;
-            Ok((Some(r.clone()), vec![r]))
-        })
-        .await
+            Err(error) => {
+                if let Some(outcome) = Outcome::of_error(&error) {
+                    counted(outcome);
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Records why a delivery failed; a trunk that says the number is gone revokes it.
-    async fn delivery_failed(&self, number: &str, failure: Failure) -> Result<(), RegistryError> {
+    async fn delivery_failed(
+        &self,
+        number: &str,
+        method: Method,
+        failure: Failure,
+    ) -> Result<(), RegistryError> {
         warn!(number, %failure, "verification delivery failed");
+        self.count(
+            method,
+            &Err::<(), _>(RegistryError::Delivery(failure.clone())),
+        );
         let number = number.to_owned();
         self.write(move |s, now| {
             let r = match &failure {

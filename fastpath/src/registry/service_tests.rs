@@ -76,7 +76,7 @@ async fn message_code_verifies_and_publishes_the_change() {
     let r = f.registry.submit_code(DIGITS, &code).await.unwrap();
     assert_eq!(r.state, State::Verified);
     assert!(r.is_routable(f.registry.now()));
-    assert_eq!(changes.recv().await.unwrap().state, State::Verified);
+    assert_eq!(changes.recv().await.unwrap().record.state, State::Verified);
     // The code is single use.
     assert!(matches!(
         f.registry.submit_code(DIGITS, &code).await,
@@ -381,4 +381,110 @@ async fn writes_go_on_while_the_sync_reads_everything() {
         .unwrap();
     stream.await.unwrap().unwrap();
     assert_eq!(10 + rest, 100);
+}
+
+/// Every verification path counts its start and its outcome under its own method, and
+/// the state counts follow the registry.
+#[tokio::test]
+async fn verifications_are_counted_by_method_and_outcome() {
+    use super::counts::Outcome;
+    let f = registered(Settings {
+        missed_call_number: Some("15550199999".into()),
+        starts_per_number: 10,
+        ..Settings::default()
+    })
+    .await;
+    let v = || f.registry.verifications();
+    let states = f.registry.state_counts().unwrap();
+    assert_eq!(
+        (states.get(State::Pending), states.get(State::Verified)),
+        (1, 0)
+    );
+
+    // Message: a wrong code, then the right one; a code after that has no challenge.
+    f.registry
+        .start_verification(DIGITS, Method::Message)
+        .await
+        .unwrap();
+    let code = f.trunk.last_code();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    assert!(f.registry.submit_code(DIGITS, wrong).await.is_err());
+    f.registry.submit_code(DIGITS, &code).await.unwrap();
+    assert!(f.registry.submit_code(DIGITS, &code).await.is_err());
+    assert_eq!(v().get_started(Method::Message), 1);
+    for (outcome, n) in [
+        (Outcome::WrongCode, 1),
+        (Outcome::Verified, 1),
+        (Outcome::NoChallenge, 1),
+        (Outcome::DeliveryFailed, 0),
+    ] {
+        assert_eq!(v().get_outcome(Method::Message, outcome), n, "{outcome:?}");
+    }
+    let states = f.registry.state_counts().unwrap();
+    assert_eq!(
+        (states.get(State::Pending), states.get(State::Verified)),
+        (0, 1)
+    );
+
+    // Call: the phone is busy (a failed delivery, counted once).
+    f.trunk.calls.lock().unwrap().push_back(Err(Failure::Busy));
+    f.registry
+        .start_verification(DIGITS, Method::Call)
+        .await
+        .unwrap();
+    wait_for(&f, |r| r.last_failure.as_deref() == Some("busy")).await;
+    assert_eq!(v().get_started(Method::Call), 1);
+    assert_eq!(v().get_outcome(Method::Call, Outcome::DeliveryFailed), 1);
+    assert_eq!(v().get_outcome(Method::Message, Outcome::DeliveryFailed), 0);
+
+    // Missed call: unsolicited, then expired, then in time.
+    let call = MissedCall {
+        caller: "+15550100001".into(),
+    };
+    assert_eq!(f.registry.missed_call(call.clone()).await.unwrap(), None);
+    f.registry
+        .start_verification(DIGITS, Method::MissedCall)
+        .await
+        .unwrap();
+    f.clock.fetch_add(600_000, Ordering::SeqCst);
+    assert_eq!(f.registry.missed_call(call.clone()).await.unwrap(), None);
+    f.registry
+        .start_verification(DIGITS, Method::MissedCall)
+        .await
+        .unwrap();
+    assert!(f.registry.missed_call(call).await.unwrap().is_some());
+    assert_eq!(v().get_started(Method::MissedCall), 2);
+    for (outcome, n) in [
+        (Outcome::NoChallenge, 1),
+        (Outcome::Expired, 1),
+        (Outcome::Verified, 1),
+    ] {
+        assert_eq!(
+            v().get_outcome(Method::MissedCall, outcome),
+            n,
+            "{outcome:?}"
+        );
+    }
+
+    // Rate limits: a refused start counts as rate_limited, not as a start.
+    let limited = registered(Settings {
+        starts_per_number: 1,
+        ..Settings::default()
+    })
+    .await;
+    limited
+        .registry
+        .start_verification(DIGITS, Method::Message)
+        .await
+        .unwrap();
+    assert!(
+        limited
+            .registry
+            .start_verification(DIGITS, Method::Message)
+            .await
+            .is_err()
+    );
+    let lv = limited.registry.verifications();
+    assert_eq!(lv.get_started(Method::Message), 1);
+    assert_eq!(lv.get_outcome(Method::Message, Outcome::RateLimited), 1);
 }

@@ -8,7 +8,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, param
 
 use super::{
     AuditEntry, Challenge, NewNumber, NumberRecord, PeerAddress, RoutableNumber, State, Transition,
-    Transport, method_str, migrations,
+    Transport,
+    counts::StateCounts,
+    method_str, migrations,
     number::route_key,
     parse_method,
     store::{Snapshot, Store, StoreError},
@@ -205,6 +207,21 @@ fn routable_chunks(
     Ok(())
 }
 
+/// One scan of the `(state, expires_at)` index, which covers the query.
+fn state_counts(conn: &Connection) -> Result<StateCounts, StoreError> {
+    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM numbers GROUP BY state")?;
+    let mut rows = stmt.query([])?;
+    let mut counts = StateCounts::default();
+    while let Some(row) = rows.next()? {
+        let state: String = row.get(0)?;
+        let count: i64 = row.get(1)?;
+        let state =
+            State::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?;
+        counts.set(state, count.max(0) as u64);
+    }
+    Ok(counts)
+}
+
 /// Its own read-only connection: in WAL mode, one SELECT reads one consistent version
 /// while the writer goes on.
 struct SqliteSnapshot {
@@ -220,10 +237,17 @@ impl Snapshot for SqliteSnapshot {
     ) -> Result<(), StoreError> {
         routable_chunks(&self.conn, self.now, chunk, each)
     }
+
+    fn state_counts(&mut self) -> Result<StateCounts, StoreError> {
+        state_counts(&self.conn)
+    }
 }
 
-/// The routable numbers of an in-memory database, copied when the snapshot is taken.
-struct CopiedSnapshot(Vec<RoutableNumber>);
+/// What a snapshot of an in-memory database reads, copied when the snapshot is taken.
+struct CopiedSnapshot {
+    routable: Vec<RoutableNumber>,
+    states: StateCounts,
+}
 
 impl Snapshot for CopiedSnapshot {
     fn routable_chunks(
@@ -231,12 +255,16 @@ impl Snapshot for CopiedSnapshot {
         chunk: usize,
         each: &mut dyn FnMut(Vec<RoutableNumber>) -> bool,
     ) -> Result<(), StoreError> {
-        for c in self.0.chunks(chunk.max(1)) {
+        for c in self.routable.chunks(chunk.max(1)) {
             if !each(c.to_vec()) {
                 break;
             }
         }
         Ok(())
+    }
+
+    fn state_counts(&mut self) -> Result<StateCounts, StoreError> {
+        Ok(self.states)
     }
 }
 
@@ -411,7 +439,10 @@ impl Store for SqliteStore {
     fn snapshot(&self, now: i64) -> Result<Box<dyn Snapshot>, StoreError> {
         let Some(path) = &self.path else {
             // A private in-memory database has no second connection: copy it.
-            return Ok(Box::new(CopiedSnapshot(self.routable(now)?)));
+            return Ok(Box::new(CopiedSnapshot {
+                routable: self.routable(now)?,
+                states: state_counts(&self.conn)?,
+            }));
         };
         let conn = Connection::open_with_flags(
             path,
@@ -623,6 +654,38 @@ mod tests {
         let got: Vec<_> = s.routable(now).unwrap().iter().map(|r| r.key).collect();
         assert_eq!(want.len(), 1);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn state_counts_come_from_a_snapshot_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        for n in ["15550100001", "15550100002", "15550100003"] {
+            store.register(&new_number(n), 1).unwrap();
+        }
+        let verify = Transition::Verify {
+            method: crate::verify::Method::Message,
+            ttl_ms: 1000,
+        };
+        store.transition("15550100002", &verify, 2).unwrap();
+        let revoke = Transition::Revoke {
+            reason: "test".into(),
+        };
+        store.transition("15550100003", &revoke, 2).unwrap();
+        let counts = store.snapshot(3).unwrap().state_counts().unwrap();
+        assert_eq!(
+            counts.iter().collect::<Vec<_>>(),
+            [
+                (State::Pending, 1),
+                (State::Verified, 1),
+                (State::Expired, 0),
+                (State::Revoked, 1)
+            ]
+        );
+        // An in-memory store copies the same into its snapshot.
+        let memory = SqliteStore::in_memory().unwrap();
+        let counts = memory.snapshot(3).unwrap().state_counts().unwrap();
+        assert_eq!(counts, StateCounts::default());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! the blocking pool. Every method that changes a number's state writes its audit entry
 //! in the same transaction.
 
-use super::{AuditEntry, Challenge, NewNumber, NumberRecord, RoutableNumber, State, Transition};
+use super::{
+    AuditEntry, Challenge, NewNumber, NumberRecord, RoutableNumber, State, Transition,
+    counts::StateCounts,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,6 +36,10 @@ pub trait Snapshot: Send {
         chunk: usize,
         each: &mut dyn FnMut(Vec<RoutableNumber>) -> bool,
     ) -> Result<(), StoreError>;
+
+    /// How many numbers are in each state (for `/metrics`: read here, off the store,
+    /// so that a scrape never holds up the writer).
+    fn state_counts(&mut self) -> Result<StateCounts, StoreError>;
 }
 
 pub trait Store: Send + 'static {
