@@ -8,6 +8,7 @@ use super::{
     Proxy, ProxyCounters,
     health::{self, PeerHealth, StateWriter},
     settings::ProxyConfig,
+    tcp::Streams,
     trunks::Trunks,
     udp::Workers,
 };
@@ -20,6 +21,7 @@ pub struct Running {
     pub counters: Arc<ProxyCounters>,
     pub table: Arc<RouteTable>,
     workers: Workers,
+    streams: Option<Arc<Streams>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -27,6 +29,9 @@ impl Running {
     pub fn stop(self) {
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(streams) = &self.streams {
+            streams.stop();
         }
         self.workers.stop();
     }
@@ -56,12 +61,15 @@ impl Parts {
             Arc::clone(&counters),
             writer,
         ));
-        let proxy = Arc::new(Proxy::new(
-            settings.listen.clone(),
-            table,
-            Arc::clone(&trunks),
-            Arc::clone(&health),
-        ));
+        let proxy = Arc::new(
+            Proxy::new(
+                settings.listen.clone(),
+                table,
+                Arc::clone(&trunks),
+                Arc::clone(&health),
+            )
+            .with_tcp(settings.tcp.enabled),
+        );
         Self {
             counters,
             trunks,
@@ -89,7 +97,22 @@ pub fn start(
         health,
         proxy,
     } = Parts::new(settings, Arc::clone(&table), writer);
-    let workers = Workers::start(proxy, Arc::clone(&counters), settings.workers)?;
+    let streams = settings.tcp.enabled.then(|| {
+        Streams::new(
+            Arc::clone(&proxy),
+            Arc::clone(&counters),
+            settings.tcp.clone(),
+        )
+    });
+    let workers = Workers::start_with_tcp(
+        proxy,
+        Arc::clone(&counters),
+        settings.workers,
+        streams.clone(),
+    )?;
+    if let Some(streams) = &streams {
+        streams.listen(workers.sockets()?)?;
+    }
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(TRUNK_SWEEP);
@@ -105,6 +128,7 @@ pub fn start(
     info!(
         listen = ?settings.listen,
         workers = settings.workers,
+        tcp = settings.tcp.enabled,
         trunks = settings.trunks.len(),
         "proxy listening"
     );
@@ -112,6 +136,7 @@ pub fn start(
         counters,
         table,
         workers,
+        streams,
         tasks,
     }))
 }

@@ -223,6 +223,7 @@ mod tests {
                     address: SocketAddr::from(([203, 0, 113, 2 + i as u8], 5060)),
                     priority,
                     weight,
+                    transport: Default::default(),
                 })
                 .collect(),
             trunk_timeout: Duration::from_millis(1000),
@@ -233,6 +234,7 @@ mod tests {
                 interval: Duration::from_secs(1),
                 misses: 3,
             },
+            tcp: Default::default(),
         };
         Trunks::new(&config, Arc::default())
     }
