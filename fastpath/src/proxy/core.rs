@@ -409,7 +409,7 @@ impl Proxy {
     fn route_header_hop(
         &self,
         msg: &Message,
-    ) -> Result<(Option<NextHop>, Option<RoutePop>, Option<Transport>), RouteError> {
+    ) -> Result<RouteHop, RouteError> {
         let fields = msg.route_fields();
         let Some(first) = fields.first() else {
             return Ok((None, None, None));
@@ -556,6 +556,10 @@ impl Proxy {
         Action::Forward { to: target, local }
     }
 }
+
+/// What the Route header decides: the next hop it names, our own Route value to remove,
+/// and the `transport` its URI asks for.
+type RouteHop = (Option<NextHop>, Option<RoutePop>, Option<Transport>);
 
 enum RouteError {
     Malformed,
