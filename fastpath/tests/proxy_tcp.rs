@@ -295,3 +295,61 @@ fn broken_streams_get_their_status_or_a_close_and_spare_other_connections() -> R
     ensure!(out.contains("proxy_tcp_refused_total\":1"), "{out}");
     Ok(())
 }
+
+/// A TCP trunk that refuses connections is taken out like one that does not answer: the
+/// caller's retransmission (UDP) takes the next trunk, and so do the calls after it.
+#[test]
+fn a_tcp_trunk_that_refuses_connections_is_taken_out() -> Result<()> {
+    let topology = Topology::new("tc3")?;
+    let s = sides(false);
+    // Nothing listens at the first trunk's port: its connects are refused.
+    let dead = SocketAddr::new(s.carrier, 5071);
+    let config = format!(
+        "[proxy]\nlisten = [\"{}\", \"{}\", \"{}\"]\nworkers = 2\n\n\
+         [[trunks]]\nname = \"dead\"\naddress = \"{dead}\"\ntransport = \"tcp\"\n\n\
+         [[trunks]]\nname = \"backup\"\naddress = \"{}\"\npriority = 1\n\n\
+         [health]\nenabled = false\n",
+        sip(GW_CALLER_V4),
+        sip(GW_PEER_V4),
+        sip(GW_CARRIER_V4),
+        sip(s.carrier),
+    );
+    let gateway = Gateway::start_with(&topology, binary(), &config, &["--no-xdp"], true)?;
+    let calls = 3;
+    let backup = Uas::start_over(
+        &topology,
+        Host::Carrier,
+        (s.carrier, SIP_PORT),
+        calls,
+        Duration::from_secs(30),
+        UAS_SCENARIO,
+        SipTransport::Udp,
+    )?;
+    let uac = uac_call_over(
+        &topology,
+        Host::Caller,
+        s.caller,
+        sip(s.gateway),
+        UNREGISTERED,
+        (calls, 5),
+        Duration::from_secs(20),
+        UAC_SCENARIO,
+        SipTransport::Udp,
+    )?;
+    let at_backup = backup.finish()?.calls_received;
+    ensure!(
+        (uac.successful, at_backup) == (3, 3),
+        "(answered, at backup) = ({}, {at_backup})\n{}",
+        uac.successful,
+        gateway.log_text()
+    );
+    let pin_dir = gateway.pin_dir().to_path_buf();
+    let out = gateway.stop()?;
+    let _ = std::fs::remove_dir_all(pin_dir);
+    ensure!(
+        out.contains("proxy_tcp_connect_failures_total\":1"),
+        "{out}"
+    );
+    ensure!(out.contains("proxy_trunk_down_total\":1"), "{out}");
+    Ok(())
+}

@@ -406,10 +406,7 @@ impl Proxy {
 
     /// Loose routing (RFC 3261 §16.4, §16.12): a top Route naming us is removed, and a
     /// Route left on top decides the next hop.
-    fn route_header_hop(
-        &self,
-        msg: &Message,
-    ) -> Result<RouteHop, RouteError> {
+    fn route_header_hop(&self, msg: &Message) -> Result<RouteHop, RouteError> {
         let fields = msg.route_fields();
         let Some(first) = fields.first() else {
             return Ok((None, None, None));
