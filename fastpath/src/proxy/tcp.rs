@@ -128,11 +128,6 @@ impl Streams {
         self.shutdown.send_replace(true);
     }
 
-    /// Open connections (inbound and outbound).
-    pub fn open(&self) -> usize {
-        self.lock().open
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic elsewhere cannot leave the table inconsistent: every change is one step.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
