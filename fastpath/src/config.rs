@@ -656,6 +656,31 @@ mod tests {
             ("bogus = 1", "bogus"),
             ("[proxy]\nlisten = [\"0.0.0.0:5060\"]", "proxy.listen[0]"),
             ("[proxy]\nworkers = 0", "proxy.workers"),
+            (
+                "[proxy]\ntcp_max_connections = 0",
+                "proxy.tcp_max_connections",
+            ),
+            (
+                "[proxy]\ntcp_max_connections = 10\ntcp_max_connections_per_ip = 11",
+                "proxy.tcp_max_connections_per_ip",
+            ),
+            (
+                "[proxy]\ntcp_idle_timeout_ms = 5",
+                "proxy.tcp_idle_timeout_ms",
+            ),
+            (
+                "[proxy]\ntcp_connect_timeout_ms = 0",
+                "proxy.tcp_connect_timeout_ms",
+            ),
+            ("[proxy]\ntcp = \"yes\"", "tcp"),
+            (
+                "[proxy]\ntcp = false\n[[trunks]]\nname = \"t\"\naddress = \"203.0.113.2:5060\"\ntransport = \"tcp\"",
+                "trunks[0].transport",
+            ),
+            (
+                "[[trunks]]\nname = \"t\"\naddress = \"203.0.113.2:5060\"\ntransport = \"sctp\"",
+                "transport",
+            ),
             ("[health]\nmisses = 0", "health.misses"),
             (
                 "[[trunks]]\nname = \"t\"\naddress = \"203.0.113.2:5060\"\nweight = 0",

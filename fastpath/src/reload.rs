@@ -108,6 +108,7 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<&'static str> {
         "xdp.local_only" => local_only;
         "proxy.listen" => proxy.listen;
         "proxy.workers" => proxy.workers;
+        "proxy.tcp*" => proxy.tcp;
         "health" => proxy.health;
         "verification" => verification;
         "registry" => registry;

@@ -29,6 +29,31 @@ pub const UAC_CANCEL_SCENARIO: &str =
 pub const UAS_CANCEL_SCENARIO: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/uas_cancel.xml");
 
+/// How SIPp carries SIP: `-t u1` (one UDP socket) or `-t t1` (one TCP connection).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SipTransport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+impl SipTransport {
+    fn flag(self) -> &'static str {
+        match self {
+            SipTransport::Udp => "u1",
+            SipTransport::Tcp => "t1",
+        }
+    }
+
+    /// The `/proc/PID/net` tables that list this transport's sockets.
+    fn proc_tables(self) -> [&'static str; 2] {
+        match self {
+            SipTransport::Udp => ["udp", "udp6"],
+            SipTransport::Tcp => ["tcp", "tcp6"],
+        }
+    }
+}
+
 /// Cumulative counters in SIPp's statistics file.
 pub const STAT_INCOMING: &str = "IncomingCall(C)";
 pub const STAT_OUTGOING: &str = "OutgoingCall(C)";
@@ -100,11 +125,33 @@ impl Uas {
         timeout: Duration,
         scenario: &str,
     ) -> Result<Uas> {
+        Self::start_over(
+            topology,
+            host,
+            (bind_ip, port),
+            max_calls,
+            timeout,
+            scenario,
+            SipTransport::Udp,
+        )
+    }
+
+    /// As [`Uas::start_scenario`], listening on `transport`.
+    pub fn start_over(
+        topology: &Topology,
+        host: Host,
+        (bind_ip, port): (IpAddr, u16),
+        max_calls: u32,
+        timeout: Duration,
+        scenario: &str,
+        transport: SipTransport,
+    ) -> Result<Uas> {
         let run = RunDir::new("uas")?;
         let mut args = common_args(scenario, bind_ip, max_calls, timeout, &run);
         args.extend(["-p".into(), port.to_string()]);
+        args.extend(["-t".into(), transport.flag().into()]);
         let mut guard = run.spawn(topology, host, &args)?;
-        wait_until_bound(&mut guard, &run, port)?;
+        wait_until_bound(&mut guard, &run, port, transport)?;
         Ok(Uas {
             guard,
             run,
@@ -179,9 +226,36 @@ pub fn uac_call_scenario(
     timeout: Duration,
     scenario: &str,
 ) -> Result<UacReport> {
+    uac_call_over(
+        topology,
+        host,
+        local_ip,
+        remote,
+        number,
+        (calls, rate),
+        timeout,
+        scenario,
+        SipTransport::Udp,
+    )
+}
+
+/// As [`uac_call_scenario`] over `transport` (`(calls, rate)` as there).
+#[allow(clippy::too_many_arguments)] // mirrors SIPp's own command line
+pub fn uac_call_over(
+    topology: &Topology,
+    host: Host,
+    local_ip: IpAddr,
+    remote: SocketAddr,
+    number: &str,
+    (calls, rate): (u32, u32),
+    timeout: Duration,
+    scenario: &str,
+    transport: SipTransport,
+) -> Result<UacReport> {
     ensure!(calls > 0 && rate > 0, "calls and rate must be positive");
     let run = RunDir::new("uac")?;
     let mut args = common_args(scenario, local_ip, calls, timeout, &run);
+    args.extend(["-t".into(), transport.flag().into()]);
     // SocketAddr's Display already writes `[v6]:port`, which is what SIPp expects.
     args.extend([
         "-s".into(),
@@ -249,16 +323,21 @@ fn common_args(
     args
 }
 
-/// Waits until the UAS has its UDP socket open, reading `/proc/PID/net/udp{,6}`,
+/// Waits until the UAS has its socket open, reading `/proc/PID/net/{udp,tcp}{,6}`,
 /// which shows the sockets of the process's own namespace.
-fn wait_until_bound(guard: &mut ChildGuard, run: &RunDir, port: u16) -> Result<()> {
+fn wait_until_bound(
+    guard: &mut ChildGuard,
+    run: &RunDir,
+    port: u16,
+    transport: SipTransport,
+) -> Result<()> {
     let needle = format!(":{port:04X}");
     let deadline = Instant::now() + BIND_WAIT;
     while Instant::now() < deadline {
         if let Some(status) = guard.try_wait()? {
             bail!("SIPp UAS exited at start ({status}); {}", run.stderr_tail());
         }
-        let bound = ["udp", "udp6"].iter().any(|t| {
+        let bound = transport.proc_tables().iter().any(|t| {
             fs::read_to_string(format!("/proc/{}/net/{t}", guard.pid()))
                 // Skip the header; the local address is the second column.
                 .map(|s| {

@@ -32,6 +32,31 @@ pub const MAX_DATAGRAM: usize = 16 * 1024;
 pub const MAX_SEND: usize = 65_000;
 /// Max-Forwards when a request has none (RFC 3261 §16.6 step 3).
 const DEFAULT_MAX_FORWARDS: &[u8] = b"70";
+/// A request that came in over TCP and is longer than this leaves over TCP whatever its
+/// next hop (RFC 3261 §18.1.1: the path MTU is unknown, so 1300 bytes).
+pub const MAX_UDP_FROM_TCP: usize = 1300;
+
+/// How a message travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// As written in a Via (`SIP/2.0/UDP`) and a URI's `transport` parameter.
+    pub fn token(self) -> &'static [u8] {
+        match self {
+            Transport::Udp => b"UDP",
+            Transport::Tcp => b"TCP",
+        }
+    }
+
+    fn is(self, token: &[u8]) -> bool {
+        eq_fold(token, self.token())
+    }
+}
 
 /// What to do with a datagram; the bytes to send are in the `out` buffer passed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +70,21 @@ pub enum Action {
     Reply {
         to: SocketAddr,
     },
+    /// Send `out` over a TCP connection to `to` from our local address number `local`;
+    /// with none open, open one to `connect` (differs from `to` only for a response whose
+    /// request's connection is gone: RFC 3261 §18.2.2).
+    ForwardTcp {
+        to: SocketAddr,
+        connect: SocketAddr,
+        local: usize,
+    },
     Drop(&'static str),
+}
+
+impl Action {
+    pub fn is_forward(&self) -> bool {
+        matches!(self, Action::Forward { .. } | Action::ForwardTcp { .. })
+    }
 }
 
 /// Picks which of our addresses sends to a destination (its Via names that address, so
@@ -69,6 +108,8 @@ pub struct Proxy {
     table: Arc<RouteTable>,
     trunks: Arc<Trunks>,
     health: Arc<PeerHealth>,
+    /// TCP is served: the proxy may choose it for a next hop.
+    tcp: bool,
 }
 
 /// One received datagram.
@@ -92,7 +133,15 @@ impl Proxy {
             table,
             trunks,
             health,
+            tcp: false,
         }
+    }
+
+    /// Lets the proxy send over TCP where a next hop or a response calls for it; without
+    /// it everything leaves over UDP, as before TCP was served.
+    pub fn with_tcp(mut self, on: bool) -> Self {
+        self.tcp = on;
+        self
     }
 
     pub fn locals(&self) -> &[SocketAddr] {
@@ -103,9 +152,23 @@ impl Proxy {
         &self.trunks
     }
 
-    /// Decides what to do with `input`, writing what to send into `out`.
+    /// Decides what to do with `input`, a datagram, writing what to send into `out`.
     pub fn handle(
         &self,
+        input: &Inbound,
+        now: Millis,
+        egress: &mut dyn Egress,
+        out: &mut Vec<u8>,
+        tally: &mut Tally,
+    ) -> Action {
+        self.handle_over(Transport::Udp, input, now, egress, out, tally)
+    }
+
+    /// [`Proxy::handle`] for a message that came over `transport` (a TCP message is one
+    /// framed from its stream).
+    pub fn handle_over(
+        &self,
+        transport: Transport,
         input: &Inbound,
         now: Millis,
         egress: &mut dyn Egress,
@@ -116,16 +179,59 @@ impl Proxy {
         let action = match Message::parse(input.data) {
             Err(e) => Action::Drop(e.0),
             // Counts its forwards itself: it knows which way they went.
-            Ok(msg) if msg.is_request() => self.request(&msg, input, now, egress, out, tally),
+            Ok(msg) if msg.is_request() => {
+                self.request(&msg, transport, input, now, egress, out, tally)
+            }
             Ok(_) if input.truncated => Action::Drop("truncated response"),
             Ok(msg) => {
                 let action = self.response(&msg, input.src, now, egress, out);
-                if let Action::Forward { .. } = action {
+                if action.is_forward() {
                     tally.bump(ProxyCounter::ResponsesForwarded);
                 }
                 action
             }
         };
+        self.count_outcome(&action, out, tally);
+        action
+    }
+
+    /// Answers a request whose stream framing failed (`head`: its header section) with
+    /// `status`, if it can be answered at all (RFC 3261 §18.3: a stream message without
+    /// Content-Length gets 400; one too large, 513).
+    pub fn reject(
+        &self,
+        head: &[u8],
+        src: SocketAddr,
+        (status, reason): (u16, &'static str),
+        out: &mut Vec<u8>,
+        tally: &mut Tally,
+    ) -> Action {
+        out.clear();
+        let action = match Message::parse(head) {
+            Ok(msg) if msg.is_request() && msg.method() != b"ACK" => {
+                reply::write(&msg, status, reason, None, out);
+                Action::Reply {
+                    to: reply_target(&msg, src),
+                }
+            }
+            Ok(_) => Action::Drop("unanswerable framing error"),
+            Err(e) => Action::Drop(e.0),
+        };
+        self.count_outcome(&action, out, tally);
+        action
+    }
+
+    /// The next hop at `dest` could not be reached (a TCP connect failed): a trunk is
+    /// taken out, a peer's health counts a failure.
+    pub fn next_hop_unreachable(&self, dest: SocketAddr, now: Millis) {
+        if self.trunks.index_of(dest).is_some() {
+            self.trunks.unreachable(dest, now);
+        } else if let Some(peer) = self.table.peer_at(dest) {
+            self.health.record_failure(peer);
+        }
+    }
+
+    fn count_outcome(&self, action: &Action, out: &[u8], tally: &mut Tally) {
         match action {
             Action::Drop(_) => tally.bump(ProxyCounter::Dropped),
             // "SIP/2.0 5xx": the status class is byte 8 of our own response.
@@ -133,14 +239,15 @@ impl Proxy {
                 tally.bump(ProxyCounter::Replied5xx)
             }
             Action::Reply { .. } => tally.bump(ProxyCounter::Replied4xx),
-            Action::Forward { .. } => {}
+            Action::Forward { .. } | Action::ForwardTcp { .. } => {}
         }
-        action
     }
 
+    #[allow(clippy::too_many_arguments)] // handle's inputs, passed on
     fn request(
         &self,
         msg: &Message,
+        transport: Transport,
         input: &Inbound,
         now: Millis,
         egress: &mut dyn Egress,
@@ -187,7 +294,7 @@ impl Proxy {
             return answer(482, "Loop Detected", out);
         }
 
-        let (by_route, pop_route) = match self.route_header_hop(msg) {
+        let (by_route, pop_route, route_transport) = match self.route_header_hop(msg) {
             Ok(hop) => hop,
             Err(RouteError::Malformed) => return answer(400, "Malformed Route", out),
             // Well formed, but the gateway does no DNS and sends nowhere but unicast.
@@ -217,11 +324,17 @@ impl Proxy {
         };
         let branch = branch(msg, top_value, loop_hash);
         let edits = Edits {
-            top: top_received(top, top_end, &top_via, input.src),
+            top: top_received(top, top_end, &top_via, input.src, transport),
             max_forwards: msg.max_forwards.map(|(f, n)| (f, n - 1)),
             pop_route,
         };
-        write_request(msg, &self.sent_by[local], &branch, &edits, out);
+        let mut via = self.next_hop_transport(msg, next, dest, route_transport);
+        write_request(msg, &self.sent_by[local], &branch, &edits, via, out);
+        if via == Transport::Udp && transport == Transport::Tcp && out.len() > MAX_UDP_FROM_TCP {
+            out.clear();
+            via = Transport::Tcp;
+            write_request(msg, &self.sent_by[local], &branch, &edits, via, out);
+        }
         if out.len() > MAX_SEND {
             return answer(513, "Message Too Large", out);
         }
@@ -235,7 +348,38 @@ impl Proxy {
             }
             NextHop::Route(_) => ProxyCounter::ForwardedRoute,
         });
-        Action::Forward { to: dest, local }
+        match via {
+            Transport::Udp => Action::Forward { to: dest, local },
+            Transport::Tcp => Action::ForwardTcp {
+                to: dest,
+                connect: dest,
+                local,
+            },
+        }
+    }
+
+    /// The transport a next hop calls for (RFC 3261 §18.1.1): `;transport=` on the Route
+    /// that chose it, a trunk's configured transport, or on a Request-URI that names it;
+    /// otherwise UDP. Always UDP while TCP is not served.
+    fn next_hop_transport(
+        &self,
+        msg: &Message,
+        next: NextHop,
+        dest: SocketAddr,
+        route_transport: Option<Transport>,
+    ) -> Transport {
+        if !self.tcp {
+            return Transport::Udp;
+        }
+        let wanted = match next {
+            NextHop::Route(_) => route_transport,
+            NextHop::Trunk(index, _) => self.trunks.transport(index),
+            NextHop::Peer(..) => None,
+        };
+        let wanted = wanted.or_else(|| {
+            uri_transport(msg.uri()).filter(|_| route_addr(msg.uri()).flatten() == Some(dest))
+        });
+        wanted.unwrap_or(Transport::Udp)
     }
 
     /// The classifier's decision on the Request-URI, then the route table, then trunks.
@@ -262,17 +406,14 @@ impl Proxy {
 
     /// Loose routing (RFC 3261 §16.4, §16.12): a top Route naming us is removed, and a
     /// Route left on top decides the next hop.
-    fn route_header_hop(
-        &self,
-        msg: &Message,
-    ) -> Result<(Option<NextHop>, Option<RoutePop>), RouteError> {
+    fn route_header_hop(&self, msg: &Message) -> Result<RouteHop, RouteError> {
         let fields = msg.route_fields();
         let Some(first) = fields.first() else {
-            return Ok((None, None));
+            return Ok((None, None, None));
         };
         let mut values = ViaValues::new(first.value.of(msg.buf));
         let Some((_, top, top_end)) = values.next() else {
-            return Ok((None, None));
+            return Ok((None, None, None));
         };
         let top_addr = route_addr(top).ok_or(RouteError::Malformed)?;
         let (pop, next) = if top_addr.is_some_and(|a| self.is_local(a)) {
@@ -295,13 +436,13 @@ impl Proxy {
         };
         let Some(next) = next else {
             // Only our own Route: route by the Request-URI, with the Route removed.
-            return Ok((None, pop));
+            return Ok((None, pop, None));
         };
         let addr = route_addr(next)
             .ok_or(RouteError::Malformed)?
             .filter(|a| is_unicast(a.ip()))
             .ok_or(RouteError::Unusable)?;
-        Ok((Some(NextHop::Route(addr)), pop))
+        Ok((Some(NextHop::Route(addr)), pop, uri_transport(next)))
     }
 
     fn is_local(&self, addr: SocketAddr) -> bool {
@@ -366,10 +507,10 @@ impl Proxy {
                     .map(|(_, v, _)| v)
             }),
         };
-        let Some(target) = next_value
+        let Some((below, target)) = next_value
             .and_then(Via::parse)
-            .and_then(|v| v.response_target())
-            .filter(|t| is_unicast(t.ip()))
+            .and_then(|v| Some((v, v.response_target()?)))
+            .filter(|(_, t)| is_unicast(t.ip()))
         else {
             return Action::Drop("no usable Via below ours");
         };
@@ -398,9 +539,24 @@ impl Proxy {
         };
         out.extend_from_slice(&msg.buf[msg.start_line.start..cut_start]);
         out.extend_from_slice(&msg.buf[cut_end..msg.body.end]);
+        if self.tcp && Transport::Tcp.is(below.transport) {
+            // Back over the request's connection, found by received + rport (which we
+            // set on every request that came over TCP); if it is gone, a new one to
+            // received (or sent-by) at the sent-by port.
+            let connect = SocketAddr::new(target.ip(), below.port.unwrap_or(5060));
+            return Action::ForwardTcp {
+                to: target,
+                connect,
+                local,
+            };
+        }
         Action::Forward { to: target, local }
     }
 }
+
+/// What the Route header decides: the next hop it names, our own Route value to remove,
+/// and the `transport` its URI asks for.
+type RouteHop = (Option<NextHop>, Option<RoutePop>, Option<Transport>);
 
 enum RouteError {
     Malformed,
@@ -433,24 +589,48 @@ struct Edits {
 }
 
 struct TopVia {
-    rport_at: Option<(usize, u16)>,
+    /// Where the port goes, the port, and whether the `;rport` name goes too.
+    rport_at: Option<(usize, u16, bool)>,
     received_at: Option<(usize, IpAddr)>,
 }
 
-fn top_received(field: &Field, value_end: usize, via: &Via, src: SocketAddr) -> TopVia {
+fn top_received(
+    field: &Field,
+    value_end: usize,
+    via: &Via,
+    src: SocketAddr,
+    transport: Transport,
+) -> TopVia {
     let base = field.value.start;
+    let rport_at = match (via.rport_fill_at, via.rport, transport) {
+        (Some(at), _, _) => Some((base + at, src.port(), false)),
+        // Over TCP, always: received + rport name the connection a response goes back on
+        // (the sent-by port is not the connection's).
+        (None, None, Transport::Tcp) => Some((base + value_end, src.port(), true)),
+        _ => None,
+    };
     TopVia {
-        rport_at: via.rport_fill_at.map(|at| (base + at, src.port())),
+        rport_at,
         // RFC 3261 §18.2.1: `received` when the sent-by host is not where it came from.
         received_at: (via.host != Host::Ip(src.ip())).then_some((base + value_end, src.ip())),
     }
 }
 
 /// Start line, our Via, the header fields as they came but for the edits, the body.
-fn write_request(msg: &Message, sent_by: &str, branch: &[u8], edits: &Edits, out: &mut Vec<u8>) {
+fn write_request(
+    msg: &Message,
+    sent_by: &str,
+    branch: &[u8],
+    edits: &Edits,
+    via: Transport,
+    out: &mut Vec<u8>,
+) {
     let buf = msg.buf;
     out.extend_from_slice(msg.start_line.of(buf));
-    out.extend_from_slice(b"Via: SIP/2.0/UDP ");
+    out.extend_from_slice(match via {
+        Transport::Udp => b"Via: SIP/2.0/UDP ",
+        Transport::Tcp => b"Via: SIP/2.0/TCP ",
+    });
     out.extend_from_slice(sent_by.as_bytes());
     out.extend_from_slice(b";branch=");
     out.extend_from_slice(branch);
@@ -463,11 +643,12 @@ fn write_request(msg: &Message, sent_by: &str, branch: &[u8], edits: &Edits, out
         marks[n] = m;
         n += 1;
     };
-    if let Some((at, port)) = edits.top.rport_at {
-        mark((at, at, Insert::Rport(port)));
-    }
+    // received before an added rport at the same spot: the sort below is stable.
     if let Some((at, ip)) = edits.top.received_at {
         mark((at, at, Insert::Received(ip)));
+    }
+    if let Some((at, port, named)) = edits.top.rport_at {
+        mark((at, at, Insert::Rport(port, named)));
     }
     if let Some((field, value)) = edits.max_forwards {
         mark((field.value.start, field.value.end, Insert::Number(value)));
@@ -486,14 +667,17 @@ fn write_request(msg: &Message, sent_by: &str, branch: &[u8], edits: &Edits, out
         }
     }
     let marks = &mut marks[..n];
-    marks.sort_unstable_by_key(|m| m.0);
+    marks.sort_by_key(|m| m.0);
     let mut pos = msg.start_line.end;
     for &(start, end, insert) in marks.iter() {
         out.extend_from_slice(&buf[pos..start]);
         match insert {
             Insert::None => {}
-            Insert::Rport(port) => {
+            Insert::Rport(port, false) => {
                 let _ = write!(out, "={port}");
+            }
+            Insert::Rport(port, true) => {
+                let _ = write!(out, ";rport={port}");
             }
             Insert::Received(ip) => {
                 let _ = write!(out, ";received={ip}");
@@ -529,7 +713,8 @@ fn write_decimal(mut v: u32, out: &mut Vec<u8>) {
 #[derive(Clone, Copy, Debug)]
 enum Insert {
     None,
-    Rport(u16),
+    /// The port of an `rport` (and its name, when we add the parameter).
+    Rport(u16, bool),
     Received(IpAddr),
     Number(u32),
 }
@@ -620,6 +805,41 @@ pub fn classify_uri(uri: &[u8]) -> Verdict {
         len += take;
     }
     classify_bytes(&line[..len])
+}
+
+/// The `transport` parameter of a URI (bare or in `<>`), if it names one we speak.
+fn uri_transport(value: &[u8]) -> Option<Transport> {
+    // Only URIs that have parameters at all are looked at further (the common case is a
+    // plain `sip:number@host`).
+    memchr::memchr(b';', value)?;
+    let inner = match value.iter().position(|&c| c == b'<') {
+        Some(lt) => {
+            let rest = &value[lt + 1..];
+            &rest[..rest.iter().position(|&c| c == b'>')?]
+        }
+        None => value,
+    };
+    // Parameters of the host part: after the user part (which may carry its own `;`).
+    let host_part = match inner.iter().position(|&c| c == b'@') {
+        Some(at) => &inner[at + 1..],
+        None => inner,
+    };
+    let host_part = &host_part[..host_part
+        .iter()
+        .position(|&c| c == b'?')
+        .unwrap_or(host_part.len())];
+    host_part.split(|&c| c == b';').skip(1).find_map(|param| {
+        let (name, value) = match param.iter().position(|&c| c == b'=') {
+            Some(eq) => (&param[..eq], &param[eq + 1..]),
+            None => (param, &b""[..]),
+        };
+        if !eq_fold(name, b"transport") {
+            return None;
+        }
+        [Transport::Udp, Transport::Tcp]
+            .into_iter()
+            .find(|t| t.is(value))
+    })
 }
 
 /// The address of a Route value's URI: `Ok(None)` for a host name, `Err` if malformed.

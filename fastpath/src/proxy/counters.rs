@@ -37,6 +37,9 @@ counters! {
     Replied5xx => "proxy_replies_5xx_total", "requests answered by the proxy with a 5xx (503 no trunk, 505)";
     Dropped => "proxy_dropped_total", "datagrams dropped (unanswerable, not for us, no next hop)";
     SendErrors => "proxy_send_errors_total", "datagrams the kernel refused to send";
+    TcpRefused => "proxy_tcp_refused_total", "TCP connections refused at the connection caps";
+    TcpConnectFailures => "proxy_tcp_connect_failures_total", "TCP connections to a next hop that could not be opened in time";
+    TcpFramingErrors => "proxy_tcp_framing_errors_total", "TCP connections closed for a framing error (no Content-Length, too large, not SIP)";
     TrunkDown => "proxy_trunk_down_total", "trunk up -> down transitions (timeout, 503, ICMP unreachable)";
     TrunkUp => "proxy_trunk_up_total", "trunk down -> up transitions (answered again after its back-off)";
     PeerDown => "health_peer_down_total", "peer up -> down transitions";

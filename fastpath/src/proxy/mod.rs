@@ -3,12 +3,14 @@
 
 pub mod core;
 pub mod counters;
+mod framing;
 pub mod health;
 mod reply;
 pub mod service;
 pub mod settings;
+pub mod tcp;
 pub mod trunks;
 pub mod udp;
 
-pub use core::{Action, Egress, Inbound, Proxy};
+pub use core::{Action, Egress, Inbound, Proxy, Transport};
 pub use counters::{ProxyCounter, ProxyCounters, Tally};

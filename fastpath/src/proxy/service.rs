@@ -8,6 +8,7 @@ use super::{
     Proxy, ProxyCounters,
     health::{self, PeerHealth, StateWriter},
     settings::ProxyConfig,
+    tcp::Streams,
     trunks::Trunks,
     udp::Workers,
 };
@@ -22,6 +23,7 @@ pub struct Running {
     /// The standard route (a reload changes it; `fastpath status` shows it).
     pub trunks: Arc<Trunks>,
     workers: Workers,
+    streams: Option<Arc<Streams>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -29,6 +31,9 @@ impl Running {
     pub fn stop(self) {
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(streams) = &self.streams {
+            streams.stop();
         }
         self.workers.stop();
     }
@@ -58,12 +63,15 @@ impl Parts {
             Arc::clone(&counters),
             writer,
         ));
-        let proxy = Arc::new(Proxy::new(
-            settings.listen.clone(),
-            table,
-            Arc::clone(&trunks),
-            Arc::clone(&health),
-        ));
+        let proxy = Arc::new(
+            Proxy::new(
+                settings.listen.clone(),
+                table,
+                Arc::clone(&trunks),
+                Arc::clone(&health),
+            )
+            .with_tcp(settings.tcp.enabled),
+        );
         Self {
             counters,
             trunks,
@@ -91,7 +99,22 @@ pub fn start(
         health,
         proxy,
     } = Parts::new(settings, Arc::clone(&table), writer);
-    let workers = Workers::start(proxy, Arc::clone(&counters), settings.workers)?;
+    let streams = settings.tcp.enabled.then(|| {
+        Streams::new(
+            Arc::clone(&proxy),
+            Arc::clone(&counters),
+            settings.tcp.clone(),
+        )
+    });
+    let workers = Workers::start_with_tcp(
+        proxy,
+        Arc::clone(&counters),
+        settings.workers,
+        streams.clone(),
+    )?;
+    if let Some(streams) = &streams {
+        streams.listen(workers.sockets()?)?;
+    }
     let mut tasks = Vec::new();
     let sweeping = Arc::clone(&trunks);
     tasks.push(tokio::spawn(async move {
@@ -108,6 +131,7 @@ pub fn start(
     info!(
         listen = ?settings.listen,
         workers = settings.workers,
+        tcp = settings.tcp.enabled,
         trunks = settings.trunks.len(),
         "proxy listening"
     );
@@ -116,6 +140,7 @@ pub fn start(
         table,
         trunks,
         workers,
+        streams,
         tasks,
     }))
 }

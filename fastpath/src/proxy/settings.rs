@@ -5,6 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{bail, ensure};
 use serde::Deserialize;
 
+use super::core::Transport;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySection {
@@ -21,6 +23,21 @@ pub struct ProxySection {
     trunk_retry_ms: u64,
     #[serde(default = "default_trunk_retry_max_ms")]
     trunk_retry_max_ms: u64,
+    /// Also listen on TCP at every `listen` address (RFC 3261 §18).
+    #[serde(default = "yes")]
+    tcp: bool,
+    /// Open TCP connections, inbound and outbound together.
+    #[serde(default = "default_tcp_max_connections")]
+    tcp_max_connections: usize,
+    /// Open TCP connections from one remote address.
+    #[serde(default = "default_tcp_max_connections_per_ip")]
+    tcp_max_connections_per_ip: usize,
+    /// A connection that carries no whole message (or keep-alive) for this long is closed.
+    #[serde(default = "default_tcp_idle_timeout_ms")]
+    tcp_idle_timeout_ms: u64,
+    /// How long opening a connection to a next hop may take before it counts as a failure.
+    #[serde(default = "default_tcp_connect_timeout_ms")]
+    tcp_connect_timeout_ms: u64,
 }
 
 /// No `[proxy]` section: the proxy is off, with the same defaults as an empty one.
@@ -32,6 +49,11 @@ impl Default for ProxySection {
             trunk_timeout_ms: default_trunk_timeout_ms(),
             trunk_retry_ms: default_trunk_retry_ms(),
             trunk_retry_max_ms: default_trunk_retry_max_ms(),
+            tcp: true,
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_connections_per_ip: default_tcp_max_connections_per_ip(),
+            tcp_idle_timeout_ms: default_tcp_idle_timeout_ms(),
+            tcp_connect_timeout_ms: default_tcp_connect_timeout_ms(),
         }
     }
 }
@@ -70,6 +92,17 @@ pub struct TrunkEntry {
     /// Share of calls among trunks of the same priority.
     #[serde(default = "one")]
     weight: u32,
+    /// `udp` or `tcp`: how requests reach this trunk.
+    #[serde(default)]
+    transport: TransportName,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum TransportName {
+    #[default]
+    Udp,
+    Tcp,
 }
 
 fn yes() -> bool {
@@ -87,6 +120,18 @@ fn default_trunk_retry_ms() -> u64 {
 fn default_trunk_retry_max_ms() -> u64 {
     60_000
 }
+fn default_tcp_max_connections() -> usize {
+    1024
+}
+fn default_tcp_max_connections_per_ip() -> usize {
+    64
+}
+fn default_tcp_idle_timeout_ms() -> u64 {
+    120_000
+}
+fn default_tcp_connect_timeout_ms() -> u64 {
+    2000
+}
 fn default_interval_ms() -> u64 {
     1000
 }
@@ -101,6 +146,29 @@ pub struct Trunk {
     pub address: SocketAddr,
     pub priority: u32,
     pub weight: u32,
+    pub transport: Transport,
+}
+
+/// How the proxy serves TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpConfig {
+    pub enabled: bool,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_connections: default_tcp_max_connections(),
+            max_connections_per_ip: default_tcp_max_connections_per_ip(),
+            idle_timeout: Duration::from_millis(default_tcp_idle_timeout_ms()),
+            connect_timeout: Duration::from_millis(default_tcp_connect_timeout_ms()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +187,7 @@ pub struct ProxyConfig {
     pub trunk_retry: Duration,
     pub trunk_retry_max: Duration,
     pub health: HealthConfig,
+    pub tcp: TcpConfig,
 }
 
 impl ProxyConfig {
@@ -131,10 +200,21 @@ impl ProxyConfig {
         let trunks: Vec<String> = self
             .trunks
             .iter()
-            .map(|t| format!("{} {}", t.name, t.address))
+            .map(|t| match t.transport {
+                Transport::Udp => format!("{} {}", t.name, t.address),
+                Transport::Tcp => format!("{} {} over TCP", t.name, t.address),
+            })
             .collect();
+        let transports = if self.tcp.enabled {
+            format!(
+                "UDP and TCP (at most {} connections, {} per address)",
+                self.tcp.max_connections, self.tcp.max_connections_per_ip
+            )
+        } else {
+            "UDP".into()
+        };
         format!(
-            "on {}, {} workers, trunks [{}]",
+            "on {} over {transports}, {} workers, trunks [{}]",
             listen.join(" "),
             self.workers,
             trunks.join(", ")
@@ -166,12 +246,36 @@ impl ProxyConfig {
             proxy.trunk_retry_max_ms >= proxy.trunk_retry_ms,
             "proxy.trunk_retry_max_ms: at least proxy.trunk_retry_ms"
         );
+        ensure!(
+            proxy.tcp_max_connections >= 1,
+            "proxy.tcp_max_connections: at least 1"
+        );
+        ensure!(
+            (1..=proxy.tcp_max_connections).contains(&proxy.tcp_max_connections_per_ip),
+            "proxy.tcp_max_connections_per_ip: between 1 and proxy.tcp_max_connections"
+        );
+        ensure!(
+            proxy.tcp_idle_timeout_ms >= 100,
+            "proxy.tcp_idle_timeout_ms: at least 100"
+        );
+        ensure!(
+            proxy.tcp_connect_timeout_ms >= 10,
+            "proxy.tcp_connect_timeout_ms: at least 10"
+        );
         ensure!(health.interval_ms >= 10, "health.interval_ms: at least 10");
         ensure!(health.misses >= 1, "health.misses: at least 1");
         let mut out = Vec::with_capacity(trunks.len());
         for (i, t) in trunks.into_iter().enumerate() {
             ensure!(t.address.port() != 0, "trunks[{i}].address: port 0");
             ensure!(t.weight >= 1, "trunks[{i}].weight: at least 1");
+            let transport = match t.transport {
+                TransportName::Udp => Transport::Udp,
+                TransportName::Tcp => Transport::Tcp,
+            };
+            ensure!(
+                proxy.tcp || transport == Transport::Udp,
+                "trunks[{i}].transport: tcp, but proxy.tcp is false"
+            );
             ensure!(
                 !out.iter().any(|o: &Trunk| o.name == t.name),
                 "trunks[{i}].name: duplicate trunk '{}'",
@@ -182,6 +286,7 @@ impl ProxyConfig {
                 address: t.address,
                 priority: t.priority,
                 weight: t.weight,
+                transport,
             });
         }
         Ok(Self {
@@ -195,6 +300,13 @@ impl ProxyConfig {
                 enabled: health.enabled,
                 interval: Duration::from_millis(health.interval_ms),
                 misses: health.misses,
+            },
+            tcp: TcpConfig {
+                enabled: proxy.tcp,
+                max_connections: proxy.tcp_max_connections,
+                max_connections_per_ip: proxy.tcp_max_connections_per_ip,
+                idle_timeout: Duration::from_millis(proxy.tcp_idle_timeout_ms),
+                connect_timeout: Duration::from_millis(proxy.tcp_connect_timeout_ms),
             },
         })
     }

@@ -163,6 +163,11 @@ impl Trunks {
         self.set.load().is_up(index, now)
     }
 
+    /// The transport trunk `index` is configured for.
+    pub fn transport(&self, index: usize) -> Option<super::core::Transport> {
+        self.set.load().list.get(index).map(|t| t.transport)
+    }
+
     /// The trunk for a call whose Call-ID hashes to `hash`: the same call (its INVITE,
     /// retransmissions, CANCEL, ACK) gets the same trunk while the set of trunks up stays
     /// the same, and calls spread over the best priority by weight.
@@ -292,6 +297,7 @@ mod tests {
                 interval: Duration::from_secs(1),
                 misses: 3,
             },
+            tcp: Default::default(),
         }
     }
 
@@ -305,6 +311,7 @@ mod tests {
                     address: SocketAddr::from(([203, 0, 113, 2 + i as u8], 5060)),
                     priority,
                     weight,
+                    transport: Default::default(),
                 })
                 .collect(),
             ..trunk_config()

@@ -32,6 +32,7 @@ use super::{
     Action, Egress, Inbound, Proxy, ProxyCounters, Tally,
     core::{MAX_DATAGRAM, MAX_SEND},
     counters::ProxyCounter,
+    tcp::Streams,
 };
 
 /// Datagrams per `recvmmsg` / `sendmmsg`.
@@ -45,6 +46,8 @@ const POLL_MS: i32 = 200;
 pub struct Workers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// One per local address, for [`Workers::sockets`].
+    sockets: Vec<UdpSocket>,
 }
 
 impl Workers {
@@ -54,27 +57,50 @@ impl Workers {
         counters: Arc<ProxyCounters>,
         workers: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_with_tcp(proxy, counters, workers, None)
+    }
+
+    /// As [`Workers::start`]; what must leave over TCP goes to `tcp`.
+    pub fn start_with_tcp(
+        proxy: Arc<Proxy>,
+        counters: Arc<ProxyCounters>,
+        workers: usize,
+        tcp: Option<Arc<Streams>>,
+    ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut per_worker: Vec<Vec<UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut kept = Vec::new();
         for &addr in proxy.locals() {
             let socket = bind(addr).with_context(|| format!("binding the proxy to {addr}"))?;
             for sockets in per_worker.iter_mut() {
                 sockets.push(socket.try_clone()?);
             }
+            kept.push(socket);
         }
         let mut threads = Vec::with_capacity(workers);
         for (i, sockets) in per_worker.into_iter().enumerate() {
             let proxy = Arc::clone(&proxy);
             let counters = Arc::clone(&counters);
             let stop = Arc::clone(&stop);
+            let tcp = tcp.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("proxy-{i}"))
-                    .spawn(move || Worker::new(proxy, counters, sockets).run(&stop))
+                    .spawn(move || Worker::new(proxy, counters, sockets, tcp).run(&stop))
                     .context("starting a proxy thread")?,
             );
         }
-        Ok(Self { stop, threads })
+        Ok(Self {
+            stop,
+            threads,
+            sockets: kept,
+        })
+    }
+
+    /// The sockets, one per local address (in the proxy's order), for sending from
+    /// elsewhere (TCP connections forwarding over UDP).
+    pub fn sockets(&self) -> io::Result<Vec<UdpSocket>> {
+        self.sockets.iter().map(UdpSocket::try_clone).collect()
     }
 
     pub fn stop(mut self) {
@@ -151,7 +177,7 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 
 /// Learns, per destination, which of our addresses the kernel would send from, by asking
 /// it once (a connected probe socket) and caching the answer.
-struct RouteCache {
+pub(super) struct RouteCache {
     locals: Vec<SocketAddr>,
     cache: HashMap<IpAddr, Option<usize>>,
     /// Most datagrams in a row go to the same next hop (the trunk): skip the hash.
@@ -160,6 +186,14 @@ struct RouteCache {
 
 impl RouteCache {
     const MAX: usize = 4096;
+
+    pub(super) fn new(locals: Vec<SocketAddr>) -> Self {
+        Self {
+            locals,
+            cache: HashMap::new(),
+            last: None,
+        }
+    }
 }
 
 impl Egress for RouteCache {
@@ -209,6 +243,7 @@ struct Worker {
     sends: Vec<(usize, SocketAddr)>,
     out: SendBatch,
     latency: crate::metrics::LocalProxyLatency,
+    tcp: Option<Arc<Streams>>,
 }
 
 /// `sendmmsg` headers, reused from batch to batch.
@@ -239,7 +274,12 @@ impl SendBatch {
 }
 
 impl Worker {
-    fn new(proxy: Arc<Proxy>, counters: Arc<ProxyCounters>, sockets: Vec<UdpSocket>) -> Self {
+    fn new(
+        proxy: Arc<Proxy>,
+        counters: Arc<ProxyCounters>,
+        sockets: Vec<UdpSocket>,
+        tcp: Option<Arc<Streams>>,
+    ) -> Self {
         let locals = proxy.locals().to_vec();
         let latency = counters.latency.local();
         Self {
@@ -259,6 +299,7 @@ impl Worker {
             sends: Vec::with_capacity(BATCH),
             out: SendBatch::new(),
             latency,
+            tcp,
         }
     }
 
@@ -358,6 +399,10 @@ impl Worker {
             {
                 Action::Forward { to, local } => self.sends.push((local, to)),
                 Action::Reply { to } => self.sends.push((socket, to)),
+                Action::ForwardTcp { to, connect, local } => match &self.tcp {
+                    Some(tcp) => tcp.send(to, connect, local, out),
+                    None => debug!(%src, "dropped: TCP next hop without TCP"),
+                },
                 Action::Drop(why) => debug!(%src, why, "dropped"),
             }
         }
