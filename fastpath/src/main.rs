@@ -312,7 +312,9 @@ async fn daemon(
             trunks: proxy.as_ref().map(|p| Arc::clone(&p.trunks)),
             reloads: Arc::clone(&reloads),
         };
-        let extra = fastpath::control::router(Arc::new(status));
+        let status = Arc::new(status);
+        metrics.register_daemon(Arc::clone(&status))?;
+        let extra = fastpath::control::router(status);
         tokio::spawn(async move {
             if let Err(error) = fastpath::metrics::serve(listener, Arc::new(metrics), extra).await {
                 warn!(error = format!("{error:#}"), "metrics endpoint stopped");

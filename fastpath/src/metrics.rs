@@ -86,6 +86,34 @@ impl Metrics {
         Ok(())
     }
 
+    /// Peer and trunk health (1 up, 0 down) and the configuration reloads, from what
+    /// `fastpath status` reads too.
+    pub fn register_daemon(&self, status: Arc<crate::control::StatusSource>) -> anyhow::Result<()> {
+        let reloads = Arc::clone(&status.reloads);
+        let read = move |f: fn(&crate::reload::ReloadCounters) -> &std::sync::atomic::AtomicU64| {
+            let reloads = Arc::clone(&reloads);
+            move || f(&reloads).load(Ordering::Relaxed)
+        };
+        self.live_counter(
+            "fastpath_config_reloads_total",
+            "Configuration reloads (SIGHUP) applied.",
+            read(|r| &r.succeeded),
+        )?;
+        self.live_counter(
+            "fastpath_config_reload_failures_total",
+            "Configuration reloads refused (the file did not validate; nothing changed).",
+            read(|r| &r.failed),
+        )?;
+        self.live_gauge(
+            "fastpath_config_last_reload_success_timestamp_seconds",
+            "When the last reload was applied (Unix time; 0: none since start).",
+            read(|r| &r.last_success),
+        )?;
+        self.registry
+            .register(Box::new(HealthCollector::new(status)?))?;
+        Ok(())
+    }
+
     /// The proxy's outcome and health-transition counters, as `fastpath_<name>`.
     pub fn register_proxy(
         &self,
@@ -313,6 +341,60 @@ pub async fn serve(
     Ok(())
 }
 
+/// `fastpath_peer_up` and `fastpath_trunk_up`, read from the route table and the trunks
+/// at scrape time: the set of peers and trunks changes with the registry and reloads, so
+/// the gauges are rebuilt each time rather than kept.
+struct HealthCollector {
+    status: Arc<crate::control::StatusSource>,
+    peers: IntGaugeVec,
+    trunks: IntGaugeVec,
+}
+
+impl HealthCollector {
+    fn new(status: Arc<crate::control::StatusSource>) -> anyhow::Result<Self> {
+        Ok(Self {
+            status,
+            peers: IntGaugeVec::new(
+                Opts::new(
+                    "fastpath_peer_up",
+                    "Whether a peer path answers its health checks (1) or not (0).",
+                ),
+                &["peer", "address"],
+            )?,
+            trunks: IntGaugeVec::new(
+                Opts::new(
+                    "fastpath_trunk_up",
+                    "Whether a carrier trunk takes calls (1) or is out after a failure (0).",
+                ),
+                &["trunk", "address"],
+            )?,
+        })
+    }
+}
+
+impl Collector for HealthCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        [self.peers.desc(), self.trunks.desc()].concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let status = self.status.read();
+        self.peers.reset();
+        for p in &status.peers {
+            self.peers
+                .with_label_values(&[p.name.as_str(), &p.address.to_string()])
+                .set(i64::from(p.up));
+        }
+        self.trunks.reset();
+        for t in &status.trunks {
+            self.trunks
+                .with_label_values(&[t.name.as_str(), &t.address.to_string()])
+                .set(i64::from(t.up));
+        }
+        [self.peers.collect(), self.trunks.collect()].concat()
+    }
+}
+
 /// A counter or gauge whose value lives elsewhere (an atomic), read at scrape time.
 struct Live {
     metric: LiveKind,
@@ -420,10 +502,14 @@ impl Default for ProxyLatency {
             "Time from the receipt of a datagram the proxy forwarded or answered to its send, by the kind of the datagram received.",
         )
         .buckets(PROXY_BUCKETS.to_vec());
-        Self {
-            histograms: HistogramVec::new(opts, &["kind"])
-                .expect("constant histogram options are valid"),
+        let histograms =
+            HistogramVec::new(opts, &["kind"]).expect("constant histogram options are valid");
+        // Both series exist from the start (at zero), before any traffic: dashboards and
+        // rate() see them at once.
+        for kind in KINDS {
+            histograms.with_label_values(&[kind]);
         }
+        Self { histograms }
     }
 }
 

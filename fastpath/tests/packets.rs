@@ -1182,6 +1182,21 @@ fn metrics_expose_the_pinned_counters() -> Result<()> {
             Default::default(),
         );
         metrics.register_registry(std::sync::Arc::new(registry))?;
+        let config = fastpath::config::Config::parse(
+            "[proxy]\nlisten = [\"192.0.2.1:5060\"]\n\n\
+             [[peers]]\nname = \"pbx\"\naddress = \"198.51.100.2:5060\"\n\n\
+             [[trunks]]\nname = \"carrier\"\naddress = \"203.0.113.2:5060\"\n",
+        )?;
+        metrics.register_daemon(std::sync::Arc::new(fastpath::control::StatusSource {
+            config: "fastpath.toml".into(),
+            interfaces: Vec::new(),
+            table: std::sync::Arc::new(fastpath::routing::RouteTable::from_config(&config)),
+            trunks: Some(std::sync::Arc::new(fastpath::proxy::trunks::Trunks::new(
+                &config.proxy,
+                Default::default(),
+            ))),
+            reloads: Default::default(),
+        }))?;
         let text = metrics.render();
         let dashboard = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

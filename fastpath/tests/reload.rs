@@ -213,6 +213,20 @@ fn an_invalid_file_or_a_restart_only_key_changes_nothing_else() -> Result<()> {
     ] {
         ensure!(status.contains(line), "status lacks {line:?}:\n{status}");
     }
+    // And on /metrics, as Prometheus sees it.
+    let metrics = gateway.http_get("127.0.0.1:9477".parse()?, "/metrics")?;
+    for line in [
+        "fastpath_config_reloads_total 1",
+        "fastpath_config_reload_failures_total 1",
+        "fastpath_peer_up{address=\"198.51.100.2:5060\",peer=\"alice-pbx\"} 1",
+        "fastpath_trunk_up{address=\"203.0.113.2:5060\",trunk=\"carrier\"} 1",
+    ] {
+        ensure!(
+            metrics.contains(line),
+            "/metrics lacks {line:?}:\n{metrics}"
+        );
+    }
+    fastpath_tests::promtool_check_metrics(&metrics)?;
     gateway.stop()?;
     Ok(())
 }
