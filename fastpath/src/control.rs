@@ -163,15 +163,98 @@ impl std::fmt::Display for DaemonStatus {
     }
 }
 
-/// `GET /status` (JSON), to serve beside `/metrics`.
+/// `GET /status` (JSON), and the proxy's route table as `fastpath routes` prints it
+/// (`GET /routes`, `GET /routes/{number}`): served beside `/metrics`. The CLI reads the
+/// pinned maps when the fast path runs and asks here when it does not.
 pub fn router(source: Arc<StatusSource>) -> axum::Router {
-    axum::Router::new().route(
-        "/status",
-        axum::routing::get(move || {
-            let source = Arc::clone(&source);
-            async move { axum::Json(source.read()) }
-        }),
-    )
+    use axum::{extract::Path, http::StatusCode, routing::get};
+    let status = Arc::clone(&source);
+    let all = Arc::clone(&source);
+    axum::Router::new()
+        .route(
+            "/status",
+            get(move || {
+                let source = Arc::clone(&status);
+                async move { axum::Json(source.read()) }
+            }),
+        )
+        .route(
+            "/routes",
+            get(move || {
+                let table = Arc::clone(&all.table);
+                async move {
+                    let peers = table.peers();
+                    let mut text = String::new();
+                    for (key, id) in table.routes() {
+                        text += &route_line(key, peers.get(id as usize));
+                        text.push('\n');
+                    }
+                    text
+                }
+            }),
+        )
+        .route(
+            "/routes/{number}",
+            get(move |Path(number): Path<String>| {
+                let table = Arc::clone(&source.table);
+                async move {
+                    let Ok(key) = fastpath_common::normalize_number(number.as_bytes()) else {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            format!("'{number}' is not a number"),
+                        );
+                    };
+                    match table.route(&key) {
+                        Some(id) => (
+                            StatusCode::OK,
+                            route_line(key, table.peers().get(id as usize)) + "\n",
+                        ),
+                        None => (StatusCode::NOT_FOUND, format!("{number}: not registered")),
+                    }
+                }
+            }),
+        )
+}
+
+/// One route as `fastpath routes` prints it.
+fn route_line(key: fastpath_common::RouteKey, peer: Option<&crate::routing::Peer>) -> String {
+    match peer {
+        Some(p) => format!(
+            "+{key} -> {} ({})",
+            p.address,
+            if p.up { "up" } else { "down" }
+        ),
+        None => format!("+{key} -> no such peer"),
+    }
+}
+
+/// `fastpath routes list|get` against the daemon at `addr`; `number` selects one.
+pub fn fetch_routes(addr: &str, number: Option<&str>) -> anyhow::Result<String> {
+    let url = match number {
+        // Normalized here: the path carries digits only, whatever the operator typed.
+        Some(n) => {
+            let key = fastpath_common::normalize_number(n.as_bytes())
+                .map_err(|e| anyhow::anyhow!("'{n}' is not a number: {e}"))?;
+            format!("http://{addr}/routes/{key}")
+        }
+        None => format!("http://{addr}/routes"),
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut answer = agent.get(&url).call()?;
+    let text = answer
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()?;
+    match answer.status().as_u16() {
+        200 => Ok(text),
+        404 => anyhow::bail!("{}: not registered", number.unwrap_or_default()),
+        _ => anyhow::bail!("{}", text.trim()),
+    }
 }
 
 /// The running daemon's status from its HTTP endpoint at `addr`.

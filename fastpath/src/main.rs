@@ -87,10 +87,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9477", env = "FASTPATH_DAEMON")]
         daemon: String,
     },
-    /// Look up registered numbers in the loaded fast path's ROUTES map.
+    /// Look up registered numbers: in the loaded fast path's ROUTES map, or (without the
+    /// fast path) in the running daemon's route table.
     Routes {
         #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
         pin_dir: PathBuf,
+        /// The daemon's HTTP endpoint (`[metrics] listen`), asked when no maps are pinned.
+        #[arg(long, default_value = "127.0.0.1:9477", env = "FASTPATH_DAEMON")]
+        daemon: String,
         #[command(subcommand)]
         command: RoutesCommand,
     },
@@ -185,7 +189,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-        Command::Routes { pin_dir, command } => match command {
+        Command::Routes {
+            pin_dir,
+            daemon,
+            command,
+        } => match command {
+            _ if !pin_dir.exists() => {
+                let number = match &command {
+                    RoutesCommand::List => None,
+                    RoutesCommand::Get { number } => Some(number.as_str()),
+                };
+                print!("{}", fastpath::control::fetch_routes(&daemon, number)?);
+                Ok(())
+            }
             RoutesCommand::List => fastpath::stats::list_routes(&pin_dir),
             RoutesCommand::Get { number } => fastpath::stats::get_route(&pin_dir, &number),
         },

@@ -230,6 +230,11 @@ impl RouteTable {
         self.peers.load_full()
     }
 
+    /// The peer id `key` routes to, if it is in the table (whatever the peer's state).
+    pub fn route(&self, key: &RouteKey) -> Option<u32> {
+        self.routes.get(key).map(|id| *id)
+    }
+
     /// Every route (a copy: for the map writer and listings, not for the hot path).
     pub fn routes(&self) -> Vec<(RouteKey, u32)> {
         self.routes.iter().map(|e| (*e.key(), *e.value())).collect()

@@ -213,6 +213,24 @@ fn an_invalid_file_or_a_restart_only_key_changes_nothing_else() -> Result<()> {
     ] {
         ensure!(status.contains(line), "status lacks {line:?}:\n{status}");
     }
+    // `fastpath routes` asks the daemon's table when no maps are pinned.
+    let routes = gateway.cli(&["routes", "list"])?;
+    let mut lines: Vec<&str> = routes.lines().collect();
+    lines.sort();
+    ensure!(
+        lines
+            == [
+                "+15550100001 -> 198.51.100.2:5060 (up)",
+                "+15550100002 -> 198.51.100.2:5060 (up)"
+            ],
+        "routes list: {routes}"
+    );
+    let one = gateway.cli(&["routes", "get", "+1 (555) 010-0002"])?;
+    ensure!(one == "+15550100002 -> 198.51.100.2:5060 (up)\n", "{one}");
+    ensure!(
+        gateway.cli(&["routes", "get", UNREGISTERED]).is_err(),
+        "an unregistered number is an error"
+    );
     // And on /metrics, as Prometheus sees it.
     let metrics = gateway.http_get("127.0.0.1:9477".parse()?, "/metrics")?;
     for line in [

@@ -169,15 +169,17 @@ impl Gateway {
         bail!("no reload within 20 s of SIGHUP:\n{}", self.log_text())
     }
 
-    /// `fastpath ARGS --pin-dir PIN_DIR` in the gateway's namespace (with /sys/fs/bpf
-    /// visible); what it printed, or an error if it failed.
+    /// `fastpath COMMAND --pin-dir PIN_DIR ARGS…` in the gateway's namespace (with
+    /// /sys/fs/bpf visible); what it printed, or an error if it failed.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let (command, rest) = args.split_first().context("no command")?;
         let out = run(Command::new("nsenter")
             .arg(format!("--net={}", self.netns.display()))
             .arg(&self.binary)
-            .args(args)
+            .arg(command)
             .arg("--pin-dir")
-            .arg(&self.pin_dir))?;
+            .arg(&self.pin_dir)
+            .args(rest))?;
         Ok(String::from_utf8(out.stdout)?)
     }
 
