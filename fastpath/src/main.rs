@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum RoutesCommand {
-    /// Every number in ROUTES with its peer (one line each).
+    /// Every registered number with its peer and the peer's state (one line each).
     List,
     /// Where one number goes: its peer's address and state, or "not registered".
     Get {
@@ -37,7 +37,8 @@ enum RoutesCommand {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load the XDP fast path, fill its routes from the config, and run until SIGTERM.
+    /// Run the gateway: load the XDP fast path, fill its routes (config, registry), start the
+    /// proxy, API and metrics; SIGHUP reloads peers, routes and trunks; SIGTERM stops.
     Run {
         /// Interface to attach to (repeat for several; the fast path may redirect between them).
         #[arg(long = "iface", required_unless_present = "no_xdp")]
@@ -65,6 +66,7 @@ enum Command {
     },
     /// Print the XDP outcome counters of the loaded fast path.
     Stats {
+        /// Where the fast path's maps and links are pinned.
         #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
         pin_dir: PathBuf,
         /// One JSON object instead of a table.
@@ -81,6 +83,7 @@ enum Command {
     /// peers and trunks with their health, reloads; from the pinned maps (even with the
     /// daemon down), the program, routes, peers and counters with rates.
     Status {
+        /// Where the fast path's maps and links are pinned.
         #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
         pin_dir: PathBuf,
         /// The daemon's HTTP endpoint (`[metrics] listen`), which serves `/status`.
@@ -90,6 +93,7 @@ enum Command {
     /// Look up registered numbers: in the loaded fast path's ROUTES map, or (without the
     /// fast path) in the running daemon's route table.
     Routes {
+        /// Where the fast path's maps and links are pinned.
         #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
         pin_dir: PathBuf,
         /// The daemon's HTTP endpoint (`[metrics] listen`), asked when no maps are pinned.
@@ -111,8 +115,10 @@ enum Command {
     },
     /// Detach a program left forwarding by `run --keep-attached`.
     Detach {
+        /// Interface to detach from (repeat for several).
         #[arg(long = "iface", required = true)]
         ifaces: Vec<String>,
+        /// Where the fast path's maps and links are pinned.
         #[arg(long, default_value = PIN_DIR, env = "FASTPATH_PIN_DIR")]
         pin_dir: PathBuf,
         /// Also remove the pinned maps (routes, counters): the next start begins empty.

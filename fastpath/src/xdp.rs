@@ -26,7 +26,9 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 pub enum Mode {
     /// Native (driver) mode, falling back to generic with a warning.
     Auto,
+    /// Native (driver) mode only: fail if the driver cannot run XDP.
     Native,
+    /// Generic (skb) mode: works on any interface, slower.
     Generic,
 }
 
