@@ -9,15 +9,16 @@ use super::{Message, ParseError};
 pub struct OwnedMessage {
     bytes: Box<[u8]>,
     /// Parsed from `bytes`, kept over an empty buffer: only [`OwnedMessage::message`]
-    /// gives it its bytes back.
-    layout: Message<'static>,
+    /// gives it its bytes back. Boxed: the layout is some 500 bytes, and owned messages
+    /// wait in queues.
+    layout: Box<Message<'static>>,
 }
 
 impl OwnedMessage {
     /// Copies `bytes` and parses them; as [`Message::parse`], `Ok` may carry an `error`.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let bytes: Box<[u8]> = bytes.into();
-        let layout = Message::parse(&bytes)?.over(&[]);
+        let layout = Box::new(Message::parse(&bytes)?.over(&[]));
         Ok(Self { bytes, layout })
     }
 
