@@ -13,11 +13,13 @@
 mod addr;
 mod message;
 mod owned;
+mod response;
 mod via;
 
 pub use addr::{ListValues, param_of, split_list, tag_of, uri_of};
 pub use message::{Field, Kind, Message, ParseError, Span, TOP_VIA_FIELDS};
 pub use owned::OwnedMessage;
+pub use response::write_response_head;
 pub use via::{Host, Via, ViaValues};
 
 /// Case-insensitive ASCII comparison of a header or parameter name.

@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, io::Write as _};
 
-use crate::sip::Message;
+use crate::sip::{Message, write_response_head};
 
 /// Product token for User-Agent / Server headers.
 pub const AGENT: &str = "fastpath-verify";
@@ -23,26 +23,11 @@ pub fn request<S: AsRef<str>>(
     finish(text.into_bytes(), body)
 }
 
-/// A response to `request`: its Vias, From, Call-ID and CSeq copied as they are, its To
-/// given `to_tag` unless it already carries one. No body.
+/// A response to `request`: its Vias, From, Call-ID and CSeq copied, its To given
+/// `to_tag` unless it already carries one. No body.
 pub fn response(request: &Message, status: u16, reason: &str, to_tag: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    let _ = write!(out, "SIP/2.0 {status} {reason}\r\n");
-    let copied = request.header_values(b"via").map(|via| ("Via", via));
-    let transaction = ["From", "To", "Call-ID", "CSeq"]
-        .into_iter()
-        .filter_map(|name| Some((name, request.header(name.as_bytes())?)));
-    for (name, value) in copied.chain(transaction) {
-        let _ = write!(out, "{name}: ");
-        out.extend_from_slice(value);
-        if name == "To"
-            && request.to_tag().is_none()
-            && let Some(tag) = to_tag
-        {
-            let _ = write!(out, ";tag={tag}");
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    write_response_head(request, status, reason, to_tag, &mut out);
     let _ = write!(out, "Server: {AGENT}\r\n");
     finish(out, None)
 }
