@@ -14,11 +14,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
+use fastpath::sip::{Message, OwnedMessage};
 use fastpath::verify::{
     Channel, Failure, MissedCall, SipTrunkChannel, Timers,
     dtmf::{self, RtpEvent},
     missed_call,
-    sip::{Message, StartLine},
 };
 use fastpath_common::normalize_number;
 use fastpath_tests::netns::in_netns;
@@ -591,23 +591,27 @@ impl FakeTrunk {
 
     /// The next message from the UAC that `wanted` accepts; others (our 481s to the
     /// garbage below, for one) are skipped.
-    fn expect(&self, what: &str, wanted: impl Fn(&Message) -> bool) -> Result<Message> {
+    fn expect(&self, what: &str, wanted: impl Fn(&Message) -> bool) -> Result<OwnedMessage> {
         let mut buf = [0u8; 65_535];
         loop {
             let (len, _) = self
                 .socket
                 .recv_from(&mut buf)
                 .with_context(|| format!("waiting for {what}"))?;
-            let message = Message::parse(&buf[..len])
-                .map_err(|e| anyhow::anyhow!("the UAC sent an unparsable message: {e}"))?;
-            if wanted(&message) {
+            let message = OwnedMessage::parse(&buf[..len])
+                .map_err(|e| anyhow::anyhow!("the UAC sent an unparsable message: {e:?}"))?;
+            ensure!(
+                message.message().error.is_none(),
+                "the UAC sent a malformed message: {message:?}"
+            );
+            if wanted(&message.message()) {
                 return Ok(message);
             }
         }
     }
 
-    fn expect_request(&self, method: &str) -> Result<Message> {
-        self.expect(method, |m| m.method() == Some(method))
+    fn expect_request(&self, method: &str) -> Result<OwnedMessage> {
+        self.expect(method, |m| m.method() == method.as_bytes())
     }
 
     fn send(&self, bytes: &[u8]) -> Result<()> {
@@ -629,20 +633,28 @@ impl FakeTrunk {
 }
 
 /// A response to `request` with `status`, the To tagged, and extra header lines.
-fn respond(request: &Message, status: &str, extra: &str) -> Vec<u8> {
+fn respond(request: &OwnedMessage, status: &str, extra: &str) -> Vec<u8> {
+    let request = request.message();
+    let text =
+        |name: &str| String::from_utf8_lossy(request.header(name.as_bytes()).unwrap_or_default());
     let vias: String = request
-        .headers_named("via")
-        .map(|v| format!("Via: {v}\r\n"))
+        .header_values(b"via")
+        .map(|v| format!("Via: {}\r\n", String::from_utf8_lossy(v)))
         .collect();
     format!(
         "SIP/2.0 {status}\r\n{vias}From: {}\r\nTo: {};tag=trunk1\r\nCall-ID: {}\r\n\
          CSeq: {}\r\n{extra}",
-        request.header("from").unwrap_or_default(),
-        request.header("to").unwrap_or_default(),
-        request.call_id().unwrap_or_default(),
-        request.header("cseq").unwrap_or_default(),
+        text("from"),
+        text("to"),
+        text("call-id"),
+        text("cseq"),
     )
     .into_bytes()
+}
+
+/// The `branch` of a message's top Via, as text.
+fn branch(message: &OwnedMessage) -> String {
+    String::from_utf8_lossy(message.message().top_branch().unwrap_or_default()).into_owned()
 }
 
 #[test]
@@ -657,15 +669,15 @@ fn message_survives_garbage_and_retransmits() -> Result<()> {
                 // Silence: timer E must send the same request again.
                 let again = fake.expect_request("MESSAGE")?;
                 ensure!(
-                    again.top_branch() == first.top_branch(),
+                    branch(&again) == branch(&first),
                     "a retransmission keeps its branch"
                 );
-                ensure!(again.body == first.body);
+                ensure!(again.message().body_bytes() == first.message().body_bytes());
                 fake.send_garbage()?;
                 // A final response for another transaction must not end this one.
                 let other =
                     String::from_utf8(respond(&first, "200 OK", "Content-Length: 0\r\n\r\n"))?
-                        .replacen(first.top_branch().unwrap_or_default(), "z9hG4bKnotours", 1);
+                        .replacen(&branch(&first), "z9hG4bKnotours", 1);
                 fake.send(other.as_bytes())?;
                 fake.send(&respond(&first, "100 Trying", "Content-Length: 0\r\n\r\n"))?;
                 fake.send(&respond(&first, "410 Gone", "Content-Length: 0\r\n\r\n"))?;
@@ -691,7 +703,7 @@ fn call_retransmits_invite_reacks_2xx_and_checks_dialog() -> Result<()> {
                 let fake = FakeTrunk::new()?;
                 let first = fake.expect_request("INVITE")?;
                 let again = fake.expect_request("INVITE")?;
-                ensure!(again.top_branch() == first.top_branch(), "timer A resends the INVITE");
+                ensure!(branch(&again) == branch(&first), "timer A resends the INVITE");
                 let sdp = "v=0\r\nc=IN IP4 203.0.113.2\r\nm=audio 6000 RTP/AVP 0 101\r\n\
                            a=rtpmap:101 telephone-event/8000\r\n";
                 let ok = respond(
@@ -706,7 +718,7 @@ fn call_retransmits_invite_reacks_2xx_and_checks_dialog() -> Result<()> {
                 );
                 fake.send(&ok)?;
                 let ack = fake.expect_request("ACK")?;
-                ensure!(ack.to_tag() == Some("trunk1"), "the ACK is in the dialog");
+                ensure!(ack.message().to_tag() == Some(&b"trunk1"[..]), "the ACK is in the dialog");
                 // Our 2xx again, as if the ACK were lost: it must be ACKed again.
                 fake.send(&ok)?;
                 fake.expect_request("ACK")?;
@@ -721,27 +733,29 @@ fn call_retransmits_invite_reacks_2xx_and_checks_dialog() -> Result<()> {
                         uac_local(),
                         trunk(),
                         uac_local(),
-                        first.call_id().unwrap_or_default()
+                        String::from_utf8_lossy(first.message().text(first.message().call_id))
                     )
                 };
-                let our_tag = first.from_tag().unwrap_or_default().to_owned();
+                let our_tag =
+                    String::from_utf8_lossy(first.message().from_tag().unwrap_or_default()).into_owned();
                 let answer_to = |cseq: u32| {
-                    move |m: &Message| m.status().is_some() && m.cseq().is_some_and(|(n, _)| n == cseq)
+                    move |m: &Message| m.status().is_some() && m.cseq_number() == Some(cseq)
                 };
+                let status = |m: OwnedMessage| m.message().status();
                 // Outside the dialog (wrong tag): refused, and no digit.
                 fake.send(info(10, "forged", '9').as_bytes())?;
-                ensure!(fake.expect("481", answer_to(10))?.status() == Some(481));
+                ensure!(status(fake.expect("481", answer_to(10))?) == Some(481));
                 fake.send(info(11, &our_tag, '7').as_bytes())?;
-                ensure!(fake.expect("200", answer_to(11))?.status() == Some(200));
+                ensure!(status(fake.expect("200", answer_to(11))?) == Some(200));
                 // Not a DTMF body: 415.
                 let text = info(12, &our_tag, '1').replace("application/dtmf-relay", "text/plain");
                 fake.send(text.as_bytes())?;
-                ensure!(fake.expect("415", answer_to(12))?.status() == Some(415));
+                ensure!(status(fake.expect("415", answer_to(12))?) == Some(415));
                 fake.send(info(13, &our_tag, '3').as_bytes())?;
-                ensure!(fake.expect("200", answer_to(13))?.status() == Some(200));
+                ensure!(status(fake.expect("200", answer_to(13))?) == Some(200));
                 let bye = fake.expect_request("BYE")?;
-                ensure!(bye.to_tag() == Some("trunk1"));
-                ensure!(matches!(&bye.start, StartLine::Request { uri, .. } if *uri == format!("sip:phone@{}", trunk())));
+                ensure!(bye.message().to_tag() == Some(&b"trunk1"[..]));
+                ensure!(bye.message().uri() == format!("sip:phone@{}", trunk()).as_bytes());
                 fake.send(&respond(&bye, "200 OK", "Content-Length: 0\r\n\r\n"))?;
                 Ok(())
             })
@@ -802,7 +816,10 @@ fn missed_call_retransmissions_count_once() -> Result<()> {
                 let mut replies = Vec::new();
                 let mut buf = [0u8; 4096];
                 while let Ok((len, _)) = fake.socket.recv_from(&mut buf) {
-                    replies.push(Message::parse(&buf[..len])?);
+                    replies.push(
+                        OwnedMessage::parse(&buf[..len])
+                            .map_err(|e| anyhow::anyhow!("an unparsable reply: {e:?}"))?,
+                    );
                 }
                 Ok(replies)
             })
@@ -811,10 +828,12 @@ fn missed_call_retransmissions_count_once() -> Result<()> {
             replies.len() == 3,
             "one reply per INVITE copy, got {replies:?}"
         );
+        let first_tag = replies[0].message().to_tag();
         for reply in &replies {
-            ensure!(reply.status() == Some(603), "{reply:?}");
-            ensure!(reply.call_id() == Some("call-1"));
-            ensure!(reply.to_tag().is_some() && reply.to_tag() == replies[0].to_tag());
+            let m = reply.message();
+            ensure!(m.status() == Some(603) && m.error.is_none(), "{reply:?}");
+            ensure!(m.text(m.call_id) == b"call-1");
+            ensure!(m.to_tag().is_some() && m.to_tag() == first_tag);
         }
         let missed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?;
         ensure!(
@@ -844,10 +863,10 @@ fn concurrent_messages_get_their_own_answers() -> Result<()> {
             in_netns(&topology.ns_name(Host::Carrier), || {
                 let fake = FakeTrunk::new()?;
                 let to_a =
-                    |m: &Message| m.method() == Some("MESSAGE") && m.body.ends_with(b"for a");
+                    |m: &Message| m.method() == b"MESSAGE" && m.body_bytes().ends_with(b"for a");
                 let a = fake.expect("MESSAGE for a", to_a)?;
                 let b = fake.expect("MESSAGE for b", |m| {
-                    m.method() == Some("MESSAGE") && m.body.ends_with(b"for b")
+                    m.method() == b"MESSAGE" && m.body_bytes().ends_with(b"for b")
                 })?;
                 // Answered in the opposite order.
                 fake.send(&respond(&b, "404 Not Found", "Content-Length: 0\r\n\r\n"))?;

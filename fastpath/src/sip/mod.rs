@@ -5,18 +5,64 @@
 //! whole per-message budget of the proxy (> 240k INVITE/s on 2 cores). This reader finds
 //! only what a stateless proxy needs — the start line, the Via lines, Max-Forwards, Route,
 //! the transaction identifiers and the body — as byte ranges into the datagram, and never
-//! allocates.
+//! allocates. The verification UAC reads the trunk's messages with it too (through
+//! [`OwnedMessage`], which keeps the datagram): what it needs beyond the proxy's fields
+//! (any header by name, tags, Contact, the reason phrase) is looked up on demand, so the
+//! proxy's per-message work stays what it was.
 
+mod addr;
 mod message;
+mod owned;
+mod response;
 mod via;
 
-pub use message::{Field, Kind, Message, ParseError, Span, TOP_VIA_FIELDS, tag_of};
+pub use addr::{ListValues, param_of, split_list, tag_of, uri_of};
+pub use message::{Field, Kind, Message, ParseError, Span, TOP_VIA_FIELDS};
+pub use owned::OwnedMessage;
+pub use response::write_response_head;
 pub use via::{Host, Via, ViaValues};
 
 /// Case-insensitive ASCII comparison of a header or parameter name.
 #[inline]
 pub(crate) fn eq_fold(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+/// The long form of a header name given in its compact form (RFC 3261 §7.3.3 and the
+/// IANA registry of compact forms); any other name as it is.
+#[inline]
+pub(crate) fn long_form(name: &[u8]) -> &[u8] {
+    let [letter] = name else {
+        return name;
+    };
+    match letter.to_ascii_lowercase() {
+        b'a' => b"accept-contact",
+        b'b' => b"referred-by",
+        b'c' => b"content-type",
+        b'd' => b"request-disposition",
+        b'e' => b"content-encoding",
+        b'f' => b"from",
+        b'i' => b"call-id",
+        b'j' => b"reject-contact",
+        b'k' => b"supported",
+        b'l' => b"content-length",
+        b'm' => b"contact",
+        b'o' => b"event",
+        b'r' => b"refer-to",
+        b's' => b"subject",
+        b't' => b"to",
+        b'u' => b"allow-events",
+        b'v' => b"via",
+        b'x' => b"session-expires",
+        b'y' => b"identity",
+        _ => name,
+    }
+}
+
+/// Whether two header names name the same header (any case, long or compact form).
+#[inline]
+pub(crate) fn same_header(a: &[u8], b: &[u8]) -> bool {
+    eq_fold(long_form(a), long_form(b))
 }
 
 /// `bytes` without leading and trailing SP / HT / CR / LF (line folding counts as space).

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{eq_fold, trim};
+use super::eq_fold;
 
 /// The host of a sent-by: an address we can send to, or a name we cannot resolve (the
 /// gateway does no DNS on the hot path).
@@ -120,48 +120,7 @@ impl<'a> Via<'a> {
 
 /// The values of one Via field, split on commas outside quoted strings, each with its
 /// offset in the field value.
-pub struct ViaValues<'a> {
-    text: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> ViaValues<'a> {
-    pub fn new(text: &'a [u8]) -> Self {
-        Self { text, pos: 0 }
-    }
-}
-
-impl<'a> Iterator for ViaValues<'a> {
-    /// (offset of the value in the field value, the value trimmed, offset just past it).
-    type Item = (usize, &'a [u8], usize);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.pos >= self.text.len() {
-            return None;
-        }
-        let start = self.pos;
-        let mut quoted = false;
-        let mut end = self.text.len();
-        let mut i = start;
-        while i < self.text.len() {
-            match self.text[i] {
-                b'"' => quoted = !quoted,
-                b'\\' if quoted => i += 1,
-                b',' if !quoted => {
-                    end = i;
-                    break;
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        self.pos = end + 1;
-        let raw = &self.text[start..end];
-        let value = trim(raw);
-        let offset = start + (value.as_ptr() as usize - raw.as_ptr() as usize).min(raw.len());
-        Some((offset, value, offset + value.len()))
-    }
-}
+pub type ViaValues<'a> = super::ListValues<'a>;
 
 fn parse_ip(text: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(text).ok()?;

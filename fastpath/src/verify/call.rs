@@ -9,11 +9,11 @@ use tracing::debug;
 use super::{
     Failure, compose,
     dtmf::{self, Collector, InfoError},
-    sdp,
-    sip::Message,
+    sdp, text,
     transport::{Session, Transport},
     trunk::{Dialog, Timers, answers, non_invite},
 };
+use crate::sip::{Message, OwnedMessage};
 
 /// Places the call and returns the first `want` digits typed; see
 /// [`super::Channel::collect_dtmf`]. `timeout` bounds the whole call, ringing and typing.
@@ -57,7 +57,7 @@ pub(super) async fn collect(
                 && let Some(late) = cancel(&mut session, &mut dialog, &invite, timers).await?
             {
                 // Answered as we gave up: end that call too.
-                dialog.establish(&late);
+                dialog.establish(&late.message());
                 acknowledge(&mut session, &dialog).await?;
                 hang_up(session, dialog, timers);
             }
@@ -74,9 +74,10 @@ pub(super) async fn collect(
         }
     };
 
+    let answer = answer.message();
     dialog.establish(&answer);
     acknowledge(&mut session, &dialog).await?;
-    let media = sdp::parse_answer(&answer.body);
+    let media = sdp::parse_answer(answer.body_bytes());
     let listen = Media {
         // Telephone-events are trusted from the answer's media address only.
         source: media.media_ip.unwrap_or(transport.trunk().ip()),
@@ -109,7 +110,7 @@ struct Invite {
 }
 
 enum Ringing {
-    Answered(Message),
+    Answered(OwnedMessage),
     Failed { status: u16, to_tag: Option<String> },
     TimedOut { provisional: bool },
 }
@@ -132,14 +133,15 @@ async fn ring(
     loop {
         tokio::select! {
             message = session.recv() => {
-                let Some(message) = message else { return Ok(Ringing::TimedOut { provisional }) };
+                let Some(owned) = message else { return Ok(Ringing::TimedOut { provisional }) };
+                let message = owned.message();
                 match message.status() {
                     Some(status) if answers(&message, &invite.branch, "INVITE") => match status {
                         100..=199 => provisional = true,
-                        200..=299 => return Ok(Ringing::Answered(message)),
+                        200..=299 => return Ok(Ringing::Answered(owned)),
                         _ => return Ok(Ringing::Failed {
                             status,
-                            to_tag: message.to_tag().map(str::to_owned),
+                            to_tag: message.to_tag().map(text),
                         }),
                     },
                     Some(_) => {}
@@ -174,7 +176,7 @@ async fn cancel(
     dialog: &mut Dialog,
     invite: &Invite,
     timers: Timers,
-) -> Result<Option<Message>, Failure> {
+) -> Result<Option<OwnedMessage>, Failure> {
     let transport = Arc::clone(session.transport());
     let request = dialog.request_to(
         &invite.uri,
@@ -192,15 +194,16 @@ async fn cancel(
     loop {
         tokio::select! {
             message = session.recv() => {
-                let Some(message) = message else { return Ok(None) };
+                let Some(owned) = message else { return Ok(None) };
+                let message = owned.message();
                 if answers(&message, &invite.branch, "CANCEL") {
                     cancel_answered = message.status().is_some_and(|s| s >= 200);
                 } else if let Some(status) = message.status().filter(|_| answers(&message, &invite.branch, "INVITE")) {
                     match status {
                         100..=199 => {}
-                        200..=299 => return Ok(Some(message)),
+                        200..=299 => return Ok(Some(owned)),
                         _ => {
-                            dialog.remote_tag = message.to_tag().map(str::to_owned);
+                            dialog.remote_tag = message.to_tag().map(text);
                             let ack = dialog.request_to(&invite.uri, "ACK", &invite.branch, invite.cseq, &[], None);
                             transport.send(&ack).await?;
                             session.ack = Some(ack);
@@ -251,10 +254,11 @@ async fn listen_for_digits(
     while !digits.done() {
         tokio::select! {
             message = session.recv() => {
-                let Some(message) = message else { return Ok(false) };
+                let Some(owned) = message else { return Ok(false) };
+                let message = owned.message();
                 if message.status().is_some() {
                     // The 2xx again: our ACK was lost.
-                    if message.cseq().is_some_and(|(_, m)| m == "INVITE")
+                    if message.cseq_method() == b"INVITE"
                         && let Some(ack) = &session.ack
                     {
                         transport.send(ack).await?;
@@ -296,33 +300,29 @@ fn in_dialog(
     digits: Option<&mut Collector>,
 ) -> (Option<Vec<u8>>, bool) {
     let ok = |r: &Message| compose::response(r, 200, "OK", None);
-    let Some(method) = request.method() else {
-        return (None, false);
-    };
-    if method == "ACK" {
+    let method = request.method();
+    if matches!(method, b"ACK" | b"") {
+        // An ACK is never answered; a response is no request to answer.
         return (None, false);
     }
     if !dialog.is_ours(request) {
         return (no_dialog(request), false);
     }
     let reply = match method {
-        "BYE" => return (Some(ok(request)), true),
-        "INFO" => {
-            let content_type = request.content_type();
-            match dtmf::parse_info(content_type.as_deref(), &request.body) {
-                Ok(digit) => {
-                    if let Some(digits) = digits {
-                        digits.info(digit);
-                    }
-                    ok(request)
+        b"BYE" => return (Some(ok(request)), true),
+        b"INFO" => match dtmf::parse_info(request.content_type(), request.body_bytes()) {
+            Ok(digit) => {
+                if let Some(digits) = digits {
+                    digits.info(digit);
                 }
-                Err(InfoError::UnsupportedType) => {
-                    compose::response(request, 415, "Unsupported Media Type", None)
-                }
-                Err(InfoError::BadBody) => compose::response(request, 400, "Bad DTMF Signal", None),
+                ok(request)
             }
-        }
-        "OPTIONS" => ok(request),
+            Err(InfoError::UnsupportedType) => {
+                compose::response(request, 415, "Unsupported Media Type", None)
+            }
+            Err(InfoError::BadBody) => compose::response(request, 400, "Bad DTMF Signal", None),
+        },
+        b"OPTIONS" => ok(request),
         _ => compose::response(request, 501, "Not Implemented", None),
     };
     (Some(reply), false)
@@ -330,7 +330,7 @@ fn in_dialog(
 
 /// A request on our Call-ID outside any dialog we have: 481, except ACK (never answered).
 fn no_dialog(request: &Message) -> Option<Vec<u8>> {
-    (request.method() != Some("ACK"))
+    (request.method() != b"ACK")
         .then(|| compose::response(request, 481, "Call/Transaction Does Not Exist", None))
 }
 
@@ -342,7 +342,7 @@ fn hang_up(mut session: Session, mut dialog: Dialog, timers: Timers) {
         let branch = compose::branch();
         let bye = dialog.request("BYE", &branch, &[], None);
         let result = non_invite(&mut session, &bye, &branch, "BYE", timers, |message| {
-            in_dialog(&dialog, &message, None).0
+            in_dialog(&dialog, message, None).0
         })
         .await;
         debug!("verify: BYE for {} ended with {result:?}", dialog.call_id);

@@ -1,9 +1,9 @@
 //! Writes the SIP messages the verification side sends: requests, and responses built
 //! from the request they answer (RFC 3261 §8.2.6).
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, io::Write as _};
 
-use super::sip::Message;
+use crate::sip::{Message, write_response_head};
 
 /// Product token for User-Agent / Server headers.
 pub const AGENT: &str = "fastpath-verify";
@@ -20,42 +20,26 @@ pub fn request<S: AsRef<str>>(
     for (name, value) in headers {
         let _ = write!(text, "{name}: {}\r\n", value.as_ref());
     }
-    finish(text, body)
+    finish(text.into_bytes(), body)
 }
 
 /// A response to `request`: its Vias, From, Call-ID and CSeq copied, its To given
 /// `to_tag` unless it already carries one. No body.
 pub fn response(request: &Message, status: u16, reason: &str, to_tag: Option<&str>) -> Vec<u8> {
-    let mut text = format!("SIP/2.0 {status} {reason}\r\n");
-    for via in request.headers_named("via") {
-        let _ = write!(text, "Via: {via}\r\n");
-    }
-    for name in ["From", "To", "Call-ID", "CSeq"] {
-        let Some(value) = request.header(name) else {
-            continue;
-        };
-        let _ = write!(text, "{name}: {value}");
-        if name == "To"
-            && request.to_tag().is_none()
-            && let Some(tag) = to_tag
-        {
-            let _ = write!(text, ";tag={tag}");
-        }
-        text.push_str("\r\n");
-    }
-    let _ = write!(text, "Server: {AGENT}\r\n");
-    finish(text, None)
+    let mut out = Vec::with_capacity(512);
+    write_response_head(request, status, reason, to_tag, &mut out);
+    let _ = write!(out, "Server: {AGENT}\r\n");
+    finish(out, None)
 }
 
-fn finish(mut text: String, body: Option<(&str, &[u8])>) -> Vec<u8> {
+fn finish(mut out: Vec<u8>, body: Option<(&str, &[u8])>) -> Vec<u8> {
     if let Some((content_type, _)) = body {
-        let _ = write!(text, "Content-Type: {content_type}\r\n");
+        let _ = write!(out, "Content-Type: {content_type}\r\n");
     }
     let body = body.map_or(&[][..], |(_, b)| b);
-    let _ = write!(text, "Content-Length: {}\r\n\r\n", body.len());
-    let mut bytes = text.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    out.extend_from_slice(body);
+    out
 }
 
 /// 64 random bits from the OS CSPRNG as hex: Call-IDs, tags and branches must not be
@@ -92,14 +76,22 @@ mod tests {
         let bytes = request(
             "MESSAGE",
             "sip:15550100001@203.0.113.2:5060",
-            &[("Call-ID", "c1"), ("CSeq", "1 MESSAGE")],
+            &[
+                ("Via", "SIP/2.0/UDP 203.0.113.1:5070;branch=z9hG4bK1"),
+                ("From", "<sip:fastpath@203.0.113.1>;tag=f"),
+                ("To", "<sip:15550100001@203.0.113.2>"),
+                ("Call-ID", "c1"),
+                ("CSeq", "1 MESSAGE"),
+            ],
             Some(("text/plain", b"code 123456")),
         );
         let m = Message::parse(&bytes).unwrap();
-        assert_eq!(m.method(), Some("MESSAGE"));
-        assert_eq!(m.cseq(), Some((1, "MESSAGE")));
-        assert_eq!(m.content_type().as_deref(), Some("text/plain"));
-        assert_eq!(m.body, b"code 123456");
+        assert_eq!(m.error, None);
+        assert_eq!(m.method(), b"MESSAGE");
+        assert_eq!(m.cseq_number(), Some(1));
+        assert_eq!(m.cseq_method(), b"MESSAGE");
+        assert_eq!(m.content_type(), Some(&b"text/plain"[..]));
+        assert_eq!(m.body_bytes(), b"code 123456");
     }
 
     #[test]
@@ -110,13 +102,18 @@ mod tests {
               To: <sip:1@h>\r\nCall-ID: c\r\nCSeq: 4 INVITE\r\n\r\n",
         )
         .unwrap();
-        let m = Message::parse(&response(&req, 603, "Decline", Some("t1"))).unwrap();
+        let bytes = response(&req, 603, "Decline", Some("t1"));
+        let m = Message::parse(&bytes).unwrap();
         assert_eq!(m.status(), Some(603));
-        assert_eq!(m.headers_named("via").count(), 2);
-        assert_eq!(m.top_branch(), Some("z9hG4bK1"));
-        assert_eq!(m.to_tag(), Some("t1"));
-        assert_eq!(m.from_tag(), Some("f"));
-        assert_eq!(m.cseq(), Some((4, "INVITE")));
+        assert_eq!(m.reason(), b"Decline");
+        assert_eq!(m.all_via_fields().count(), 2);
+        assert_eq!(m.top_branch(), Some(&b"z9hG4bK1"[..]));
+        assert_eq!(m.to_tag(), Some(&b"t1"[..]));
+        assert_eq!(m.from_tag(), Some(&b"f"[..]));
+        assert_eq!(
+            (m.cseq_number(), m.cseq_method()),
+            (Some(4), &b"INVITE"[..])
+        );
     }
 
     #[test]

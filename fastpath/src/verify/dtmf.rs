@@ -64,11 +64,12 @@ pub enum InfoError {
 }
 
 /// The digit in a SIP INFO: `application/dtmf-relay` (`Signal=5`, the form most trunks
-/// send) or `application/dtmf` (the bare digit).
-pub fn parse_info(content_type: Option<&str>, body: &[u8]) -> Result<char, InfoError> {
+/// send) or `application/dtmf` (the bare digit). `content_type` is the media type
+/// without parameters, in any case.
+pub fn parse_info(content_type: Option<&[u8]>, body: &[u8]) -> Result<char, InfoError> {
     let text = std::str::from_utf8(body).map_err(|_| InfoError::BadBody)?;
-    let signal = match content_type {
-        Some("application/dtmf-relay") => text
+    let signal = match content_type.map(<[u8]>::to_ascii_lowercase).as_deref() {
+        Some(b"application/dtmf-relay") => text
             .lines()
             .find_map(|line| {
                 let (key, value) = line.split_once('=')?;
@@ -77,7 +78,7 @@ pub fn parse_info(content_type: Option<&str>, body: &[u8]) -> Result<char, InfoE
                     .then(|| value.trim())
             })
             .ok_or(InfoError::BadBody)?,
-        Some("application/dtmf") => text.trim(),
+        Some(b"application/dtmf") => text.trim(),
         _ => return Err(InfoError::UnsupportedType),
     };
     match signal.to_ascii_uppercase().as_str() {
@@ -269,18 +270,18 @@ mod tests {
 
     #[test]
     fn info_bodies() {
-        let relay = Some("application/dtmf-relay");
+        let relay = Some(&b"application/dtmf-relay"[..]);
         assert_eq!(parse_info(relay, b"Signal=5\r\nDuration=160\r\n"), Ok('5'));
         assert_eq!(parse_info(relay, b"signal = #\r\n"), Ok('#'));
         assert_eq!(parse_info(relay, b"Signal=10\r\n"), Ok('*'));
         assert_eq!(parse_info(relay, b"Signal=d"), Ok('D'));
-        assert_eq!(parse_info(Some("application/dtmf"), b"7\r\n"), Ok('7'));
+        assert_eq!(parse_info(Some(b"Application/DTMF"), b"7\r\n"), Ok('7'));
         assert_eq!(parse_info(relay, b"Duration=160"), Err(InfoError::BadBody));
         assert_eq!(parse_info(relay, b"Signal=55"), Err(InfoError::BadBody));
         assert_eq!(parse_info(relay, b"Signal=E"), Err(InfoError::BadBody));
         assert_eq!(parse_info(relay, b"Signal=\xff"), Err(InfoError::BadBody));
         assert_eq!(
-            parse_info(Some("text/plain"), b"5"),
+            parse_info(Some(b"text/plain"), b"5"),
             Err(InfoError::UnsupportedType)
         );
         assert_eq!(
@@ -293,7 +294,7 @@ mod tests {
         #[test]
         fn arbitrary_packets_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             let _ = parse_rtp_event(&bytes, TELEPHONE_EVENT_PT);
-            let _ = parse_info(Some("application/dtmf-relay"), &bytes);
+            let _ = parse_info(Some(b"application/dtmf-relay"), &bytes);
         }
     }
 }

@@ -12,10 +12,8 @@ use fastpath_common::{RouteKey, Verdict, classify};
 use tokio::{net::UdpSocket, sync::mpsc, time::Instant};
 use tracing::debug;
 
-use super::{
-    MissedCall, compose,
-    sip::{self, MAX_MESSAGE, Message},
-};
+use super::{MAX_MESSAGE, MissedCall, compose, inbound};
+use crate::sip::{Message, split_list, uri_of};
 
 /// The status that rejects a verification call: the owner hears that the call was
 /// declined, which is the expected end of a missed-call verification.
@@ -40,16 +38,13 @@ pub fn classify_missed_call(
     if src.ip().to_canonical() != trunk.ip().to_canonical() {
         return None;
     }
-    let sip::StartLine::Request { method, uri } = &message.start else {
-        return None;
-    };
-    if method != "INVITE" || uri_number(uri) != Some(number) {
+    if message.method() != b"INVITE" || uri_number(message.uri()) != Some(number) {
         return None;
     }
     // A trunk that asserts an identity vouches for it; From is only what the caller sent.
-    let caller = match message.header("p-asserted-identity") {
+    let caller = match message.header(b"p-asserted-identity") {
         Some(asserted) => asserted_number(asserted)?,
-        None => uri_number(sip::uri_of(message.header("from")?)?)?,
+        None => uri_number(uri_of(message.text(message.from))?)?,
     };
     Some(MissedCall {
         caller: caller.to_string(),
@@ -58,18 +53,16 @@ pub fn classify_missed_call(
 
 /// The first phone number among the identities of a P-Asserted-Identity (a `sip:` and a
 /// `tel:` URI may both be given, RFC 3325 §9.1).
-fn asserted_number(value: &str) -> Option<RouteKey> {
-    sip::split_list(value)
-        .into_iter()
-        .find_map(|identity| uri_number(sip::uri_of(identity)?))
+fn asserted_number(value: &[u8]) -> Option<RouteKey> {
+    split_list(value).find_map(|identity| uri_number(uri_of(identity)?))
 }
 
 /// The number in a `sip:`/`sips:`/`tel:` URI, decided by the shared classifier.
-fn uri_number(uri: &str) -> Option<RouteKey> {
-    let line = format!("INVITE {uri} SIP/2.0\r\n");
+fn uri_number(uri: &[u8]) -> Option<RouteKey> {
+    let line = [&b"INVITE "[..], uri, b" SIP/2.0\r\n"].concat();
     let mut window = [0u8; URI_WINDOW];
     let len = line.len().min(URI_WINDOW);
-    window[..len].copy_from_slice(&line.as_bytes()[..len]);
+    window[..len].copy_from_slice(&line[..len]);
     match classify(&window, len) {
         Verdict::Candidate { key, .. } => Some(key),
         Verdict::Pass(_) => None,
@@ -92,7 +85,7 @@ pub async fn listen(
     tx: mpsc::Sender<MissedCall>,
 ) {
     let mut buf = vec![0u8; MAX_MESSAGE];
-    let mut recent: VecDeque<(String, Instant, Vec<u8>)> = VecDeque::new();
+    let mut recent: VecDeque<(Vec<u8>, Instant, Vec<u8>)> = VecDeque::new();
     loop {
         let (len, src) = tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
@@ -104,16 +97,19 @@ pub async fn listen(
             },
             () = tx.closed() => return,
         };
-        let Ok(message) = Message::parse(&buf[..len]) else {
-            debug!("missed-call listener: ignoring unparsable message from {src}");
-            continue;
+        let owned = match inbound(&buf[..len]) {
+            Ok(owned) => owned,
+            Err(problem) => {
+                debug!("missed-call listener: ignoring a message from {src}: {problem}");
+                continue;
+            }
         };
+        let message = owned.message();
         let Some(missed) = classify_missed_call(&message, src, trunk, number) else {
             continue;
         };
-        let Some(call_id) = message.call_id().map(str::to_owned) else {
-            continue;
-        };
+        // Parsed without an error, a request has a Call-ID.
+        let call_id = message.text(message.call_id).to_vec();
         let now = Instant::now();
         while recent
             .front()
@@ -148,26 +144,34 @@ async fn send_reply(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::OwnedMessage;
     use fastpath_common::normalize_number;
 
     const TRUNK: &str = "203.0.113.2:5060";
     const VERIFY_NUMBER: &str = "15550109000";
 
-    fn invite(uri: &str, extra: &str) -> Message {
+    fn invite(uri: &str, extra: &str) -> OwnedMessage {
         let text = format!(
             "INVITE {uri} SIP/2.0\r\n\
              Via: SIP/2.0/UDP 203.0.113.2:5060;branch=z9hG4bK1\r\n\
              From: \"Alice\" <sip:+1-555-010-0001@203.0.113.2>;tag=a\r\n\
              To: <{uri}>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
         );
-        Message::parse(text.as_bytes()).unwrap()
+        parse(text.as_bytes())
     }
 
-    fn decide(message: &Message, src: &str) -> Option<String> {
+    fn parse(bytes: &[u8]) -> OwnedMessage {
+        OwnedMessage::parse(bytes).unwrap()
+    }
+
+    fn decide(message: &OwnedMessage, src: &str) -> Option<String> {
         let key = normalize_number(VERIFY_NUMBER.as_bytes()).unwrap();
-        classify_missed_call(message, src.parse().unwrap(), TRUNK.parse().unwrap(), key)
+        let message = message.message();
+        classify_missed_call(&message, src.parse().unwrap(), TRUNK.parse().unwrap(), key)
             .map(|m| m.caller)
     }
+
+    const VIA: &str = "Via: SIP/2.0/UDP 203.0.113.2;branch=z9hG4bK2\r\n";
 
     #[test]
     fn from_the_trunk_to_the_verification_number() {
@@ -225,19 +229,25 @@ mod tests {
             None,
             "context the classifier leaves alone"
         );
-        let msg = Message::parse(
-            b"MESSAGE sip:15550109000@h SIP/2.0\r\nFrom: <sip:15550100001@t>\r\nCall-ID: x\r\n\r\n",
-        )
-        .unwrap();
+        let msg = parse(
+            format!(
+                "MESSAGE sip:15550109000@h SIP/2.0\r\n{VIA}From: <sip:15550100001@t>\r\n\
+                 Call-ID: x\r\n\r\n"
+            )
+            .as_bytes(),
+        );
         assert_eq!(decide(&msg, TRUNK), None, "not an INVITE");
-        let response = Message::parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n").unwrap();
+        let response = parse(format!("SIP/2.0 200 OK\r\n{VIA}CSeq: 1 INVITE\r\n\r\n").as_bytes());
         assert_eq!(decide(&response, TRUNK), None);
-        let anonymous = Message::parse(
-            b"INVITE sip:15550109000@h SIP/2.0\r\nFrom: <sip:anonymous@anonymous.invalid>\r\n\r\n",
-        )
-        .unwrap();
+        let anonymous = parse(
+            format!(
+                "INVITE sip:15550109000@h SIP/2.0\r\n{VIA}\
+                 From: <sip:anonymous@anonymous.invalid>\r\n\r\n"
+            )
+            .as_bytes(),
+        );
         assert_eq!(decide(&anonymous, TRUNK), None, "no caller number");
-        let no_from = Message::parse(b"INVITE sip:15550109000@h SIP/2.0\r\n\r\n").unwrap();
+        let no_from = parse(format!("INVITE sip:15550109000@h SIP/2.0\r\n{VIA}\r\n").as_bytes());
         assert_eq!(decide(&no_from, TRUNK), None);
     }
 
@@ -245,9 +255,9 @@ mod tests {
         #[test]
         fn arbitrary_identities_never_panic(from in ".{0,80}", pai in ".{0,80}", uri in "[ -~]{0,80}") {
             let text = format!(
-                "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nP-Asserted-Identity: {pai}\r\n\r\n"
+                "INVITE {uri} SIP/2.0\r\n{VIA}From: {from}\r\nP-Asserted-Identity: {pai}\r\n\r\n"
             );
-            if let Ok(m) = Message::parse(text.as_bytes()) {
+            if let Ok(m) = OwnedMessage::parse(text.as_bytes()) {
                 let _ = decide(&m, TRUNK);
             }
         }

@@ -12,11 +12,34 @@ mod compose;
 pub mod dtmf;
 pub mod missed_call;
 pub mod sdp;
-pub mod sip;
 mod transport;
 pub mod trunk;
 
 pub use trunk::{SipTrunkChannel, Timers};
+
+use crate::sip::OwnedMessage;
+
+/// Largest message the verification sockets read: a UDP datagram.
+const MAX_MESSAGE: usize = 65_535;
+
+/// A message from the trunk that the verification side acts on, or why it is ignored.
+/// Besides what the parser drops, a message with a problem the proxy would answer 400
+/// or 505 for (a missing Call-ID, a malformed CSeq, …) is ignored: the UAC is no proxy,
+/// and a trunk that sends such a message retransmits it and then gives up, as it would
+/// on a lost datagram.
+fn inbound(bytes: &[u8]) -> Result<OwnedMessage, &'static str> {
+    let owned = OwnedMessage::parse(bytes).map_err(|e| e.0)?;
+    match owned.message().error {
+        Some((_, problem)) => Err(problem),
+        None => Ok(owned),
+    }
+}
+
+/// A header value we keep (a tag, a URI) as text. Every such value we act on is ASCII
+/// (tokens and URIs, RFC 3261 §25.1); anything else only has to stay unequal to ours.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
 
 /// How a number's owner proves control of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -85,4 +108,22 @@ pub trait Channel: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissedCall {
     pub caller: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_messages_without_problems_are_acted_on() {
+        let ok = "MESSAGE sip:1@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                  From: <sip:2@t>;tag=f\r\nTo: <sip:1@h>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n\r\n";
+        assert!(inbound(ok.as_bytes()).is_ok());
+        assert_eq!(
+            inbound(ok.replace("Call-ID: c\r\n", "").as_bytes()).err(),
+            Some("Missing Call-ID"),
+            "a 400 for the proxy, ignored here"
+        );
+        assert!(inbound(b"\r\n\r\n").is_err());
+    }
 }

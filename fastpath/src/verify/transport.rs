@@ -16,16 +16,14 @@ use std::{
 use tokio::{net::UdpSocket, sync::mpsc, time::Instant};
 use tracing::debug;
 
-use super::{
-    Failure, compose,
-    sip::{MAX_MESSAGE, Message},
-};
+use super::{Failure, MAX_MESSAGE, compose, inbound};
+use crate::sip::OwnedMessage;
 
 /// Messages a delivery has not read yet; beyond this, the trunk's retransmissions cover.
 const QUEUE: usize = 64;
 
 enum Route {
-    Live(mpsc::Sender<Message>),
+    Live(mpsc::Sender<OwnedMessage>),
     Ended {
         ack: Option<Vec<u8>>,
         until: Instant,
@@ -113,10 +111,10 @@ impl Transport {
                 debug!("verify: ignoring {len} bytes from {src}");
                 continue;
             }
-            let message = match Message::parse(&buf[..len]) {
+            let message = match inbound(&buf[..len]) {
                 Ok(m) => m,
-                Err(e) => {
-                    debug!("verify: ignoring unparsable message from {src}: {e}");
+                Err(problem) => {
+                    debug!("verify: ignoring a message from {src}: {problem}");
                     continue;
                 }
             };
@@ -127,18 +125,20 @@ impl Transport {
     }
 
     /// Hands `message` to its session; returns what to send back when there is none.
-    fn dispatch(&self, message: Message) -> Option<Vec<u8>> {
-        let call_id = message.call_id()?.to_owned();
+    fn dispatch(&self, owned: OwnedMessage) -> Option<Vec<u8>> {
+        let message = owned.message();
+        // Our Call-IDs are ASCII: one that is not UTF-8 belongs to no session.
+        let call_id = std::str::from_utf8(message.text(message.call_id)).ok()?;
         let mut routes = self.routes();
-        let stale = match routes.get(&call_id) {
+        let stale = match routes.get(call_id) {
             Some(Route::Live(tx)) => {
                 // A full queue drops the message, as the network could have.
-                let _ = tx.try_send(message);
+                let _ = tx.try_send(owned);
                 return None;
             }
             Some(Route::Ended { ack, until }) if *until > Instant::now() => {
                 let final_to_invite = message.status().is_some_and(|s| s >= 200)
-                    && message.cseq().is_some_and(|(_, m)| m == "INVITE");
+                    && message.cseq_method() == b"INVITE";
                 if final_to_invite {
                     return ack.clone();
                 }
@@ -148,12 +148,12 @@ impl Transport {
             None => false,
         };
         if stale {
-            routes.remove(&call_id);
+            routes.remove(call_id);
         }
         drop(routes);
         match message.method() {
-            Some("ACK") | None => None,
-            Some(_) => Some(compose::response(
+            b"ACK" | b"" => None,
+            _ => Some(compose::response(
                 &message,
                 481,
                 "Call/Transaction Does Not Exist",
@@ -166,7 +166,7 @@ impl Transport {
 /// One delivery's Call-ID and its incoming messages.
 pub struct Session {
     pub call_id: String,
-    pub rx: mpsc::Receiver<Message>,
+    pub rx: mpsc::Receiver<OwnedMessage>,
     /// The last ACK sent, re-sent for final responses retransmitted after the end.
     pub ack: Option<Vec<u8>>,
     transport: Arc<Transport>,
@@ -179,7 +179,7 @@ impl Session {
 
     /// The next message for this session. The transport outlives every session, so the
     /// queue never closes while one is alive.
-    pub async fn recv(&mut self) -> Option<Message> {
+    pub async fn recv(&mut self) -> Option<OwnedMessage> {
         self.rx.recv().await
     }
 }

@@ -6,10 +6,10 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{task::JoinHandle, time::Instant};
 
 use super::{
-    Channel, Failure, call, compose,
-    sip::{self, Message},
+    Channel, Failure, call, compose, text,
     transport::{Session, Transport},
 };
+use crate::sip::{Message, split_list};
 
 /// RFC 3261 §17 timer base values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl Channel for SipTrunkChannel {
             self.timers,
             |m| {
                 Some(compose::response(
-                    &m,
+                    m,
                     481,
                     "Call/Transaction Does Not Exist",
                     None,
@@ -180,14 +180,14 @@ impl Dialog {
 
     /// Takes the far end's tag, target and route set from a 2xx to the INVITE.
     pub fn establish(&mut self, answer: &Message) {
-        self.remote_tag = answer.to_tag().map(str::to_owned);
-        if let Some(contact) = answer.header("contact").and_then(sip::uri_of) {
-            self.target = contact.to_owned();
+        self.remote_tag = answer.to_tag().map(text);
+        if let Some(contact) = answer.contact_uri() {
+            self.target = text(contact);
         }
         self.route_set = answer
-            .headers_named("record-route")
-            .flat_map(|v| v.split(','))
-            .map(|r| r.trim().to_owned())
+            .header_values(b"record-route")
+            .flat_map(split_list)
+            .map(text)
             .collect();
         self.route_set.reverse();
     }
@@ -239,15 +239,15 @@ impl Dialog {
 
     /// Whether `message` is a request inside this dialog (its To tag is ours).
     pub fn is_ours(&self, request: &Message) -> bool {
-        request.to_tag() == Some(self.local_tag.as_str())
+        request.to_tag() == Some(self.local_tag.as_bytes())
     }
 }
 
 /// Whether `response` answers the client transaction `branch` of `method`.
 pub(super) fn answers(response: &Message, branch: &str, method: &str) -> bool {
     response.status().is_some()
-        && response.top_branch() == Some(branch)
-        && response.cseq().is_some_and(|(_, m)| m == method)
+        && response.top_branch() == Some(branch.as_bytes())
+        && response.cseq_method() == method.as_bytes()
 }
 
 /// A non-INVITE client transaction (RFC 3261 §17.1.2): sends `request`, retransmits
@@ -260,7 +260,7 @@ pub(super) async fn non_invite(
     branch: &str,
     method: &str,
     timers: Timers,
-    mut other: impl FnMut(Message) -> Option<Vec<u8>>,
+    mut other: impl FnMut(&Message) -> Option<Vec<u8>>,
 ) -> Result<Option<u16>, Failure> {
     let transport = Arc::clone(session.transport());
     transport.send(request).await?;
@@ -270,7 +270,8 @@ pub(super) async fn non_invite(
     loop {
         tokio::select! {
             message = session.recv() => {
-                let Some(message) = message else { return Ok(None) };
+                let Some(owned) = message else { return Ok(None) };
+                let message = owned.message();
                 match message.status() {
                     Some(status) if answers(&message, branch, method) => {
                         if status >= 200 {
@@ -280,7 +281,7 @@ pub(super) async fn non_invite(
                     }
                     Some(_) => {}
                     None => {
-                        if let Some(reply) = other(message) {
+                        if let Some(reply) = other(&message) {
                             transport.send(&reply).await?;
                         }
                     }
