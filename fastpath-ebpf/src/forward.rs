@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_jiffies64},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
@@ -14,9 +14,14 @@ use crate::{
     sip::Peer,
 };
 
-/// How long a CPU reuses a peer's FIB answer. A lookup costs several times the rest of a hit
-/// (~200 ns measured), while a route or neighbour change is picked up this much later.
-const NEXT_HOP_TTL_NS: u64 = 100_000_000;
+/// How long a CPU reuses a peer's FIB answer, in timer ticks. A lookup costs several times
+/// the rest of a hit (~200 ns measured), while a route or neighbour change is picked up this
+/// much later: 100 ms at the slowest tick Linux has (HZ=100), 10 ms at HZ=1000.
+///
+/// Ticks, not nanoseconds: the verifier inlines `bpf_jiffies64` into a single load on
+/// 64-bit JITs, where `bpf_ktime_get_coarse_ns` is a real call (a timekeeper read) on
+/// every hit.
+const NEXT_HOP_TTL_JIFFIES: u64 = 10;
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -50,12 +55,12 @@ pub(crate) enum FibQuery<'a> {
 /// It is keyed by what the answer was computed from: the peer's address (a moved peer
 /// misses), the ingress interface and, for the MTU check, the largest datagram approved so
 /// far. The source address and TOS are not part of the key: policy routing on them would
-/// see a changed rule only after [`NEXT_HOP_TTL_NS`].
+/// see a changed rule only after [`NEXT_HOP_TTL_JIFFIES`].
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct CachedHop {
-    /// `bpf_ktime_get_coarse_ns` of the lookup; 0 = empty.
-    stamp_ns: u64,
+    /// `bpf_jiffies64` of the lookup; 0 = empty.
+    stamp_jiffies: u64,
     dst: [u8; 16],
     ingress: u32,
     egress: u32,
@@ -80,7 +85,7 @@ pub(crate) fn next_hop(
         1
     } else {
         // SAFETY: a helper without arguments.
-        unsafe { bpf_ktime_get_coarse_ns() }
+        unsafe { bpf_jiffies64() }
     };
     let cache = NEXT_HOPS
         .get_ptr_mut(peer.id)
@@ -88,10 +93,10 @@ pub(crate) fn next_hop(
     // SAFETY: this CPU's slot; nothing else runs on it during this program run.
     let cache = unsafe { &mut *cache };
     let fresh = if cfg!(feature = "ablate-hop-check") {
-        cache.stamp_ns != 0
+        cache.stamp_jiffies != 0
     } else {
-        cache.stamp_ns != 0
-            && now.wrapping_sub(cache.stamp_ns) < NEXT_HOP_TTL_NS
+        cache.stamp_jiffies != 0
+            && now.wrapping_sub(cache.stamp_jiffies) < NEXT_HOP_TTL_JIFFIES
             && cache.ingress == ingress
             && cache.dst == peer.value.addr
     };
@@ -100,7 +105,7 @@ pub(crate) fn next_hop(
     }
     let (egress, smac, dmac) = fib(ctx, ingress, query, tot_len)?;
     *cache = CachedHop {
-        stamp_ns: now,
+        stamp_jiffies: now,
         dst: peer.value.addr,
         ingress,
         egress,
