@@ -9,7 +9,7 @@ use aya_log_ebpf::debug;
 use fastpath_common::Counter;
 
 use crate::{
-    eth,
+    eth::{self, Macs},
     maps::{EGRESS, NEXT_HOPS},
     sip::Peer,
 };
@@ -31,8 +31,7 @@ const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 /// Where a rewritten packet leaves, decided before anything is rewritten.
 pub(crate) struct NextHop {
     ifindex: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
+    macs: Macs,
     action: u32,
 }
 
@@ -64,8 +63,7 @@ pub(crate) struct CachedHop {
     dst: [u8; 16],
     ingress: u32,
     egress: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
+    macs: Macs,
     max_len: u16,
     _pad: [u8; 2],
 }
@@ -101,21 +99,20 @@ pub(crate) fn next_hop(
             && cache.dst == peer.value.addr
     };
     if fresh && tot_len <= cache.max_len {
-        return choose_action(ingress, cache.egress, cache.smac, cache.dmac, tagged);
+        return choose_action(ingress, cache.egress, cache.macs, tagged);
     }
-    let (egress, smac, dmac) = fib(ctx, ingress, query, tot_len)?;
+    let (egress, macs) = fib(ctx, ingress, query, tot_len)?;
     *cache = CachedHop {
         stamp_jiffies: now,
         dst: peer.value.addr,
         ingress,
         egress,
-        smac,
-        dmac,
+        macs,
         // Either a new entry or a larger datagram than any approved before.
         max_len: tot_len,
         _pad: [0; 2],
     };
-    choose_action(ingress, egress, smac, dmac, tagged)
+    choose_action(ingress, egress, macs, tagged)
 }
 
 /// `bpf_fib_lookup` with its MTU check for a datagram of `tot_len` bytes: egress ifindex and
@@ -126,7 +123,7 @@ fn fib(
     ingress: u32,
     query: FibQuery,
     tot_len: u16,
-) -> Result<(u32, [u8; 6], [u8; 6]), Counter> {
+) -> Result<(u32, Macs), Counter> {
     // SAFETY: plain C struct, all-zero is its neutral value.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.l4_protocol = IPPROTO_UDP;
@@ -160,15 +157,14 @@ fn fib(
         debug!(ctx, "fib lookup failed: {}", rc);
         return Err(Counter::FibFailed);
     }
-    Ok((params.ifindex, params.smac, params.dmac))
+    Ok((params.ifindex, Macs::new(&params.smac, &params.dmac)))
 }
 
 #[inline(always)]
 fn choose_action(
     ingress: u32,
     egress: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
+    macs: Macs,
     tagged: bool,
 ) -> Result<NextHop, Counter> {
     let action = if egress == ingress {
@@ -181,8 +177,7 @@ fn choose_action(
     };
     Ok(NextHop {
         ifindex: egress,
-        smac,
-        dmac,
+        macs,
         action,
     })
 }
@@ -190,7 +185,7 @@ fn choose_action(
 /// Sets the MACs of the next hop and hands the frame over.
 #[inline(always)]
 pub(crate) fn send(ctx: &XdpContext, hop: &NextHop) -> Result<u32, Counter> {
-    eth::set_macs(ctx, &hop.smac, &hop.dmac)?;
+    eth::set_macs(ctx, &hop.macs)?;
     if hop.action == xdp_action::XDP_TX || cfg!(feature = "xdp-tx") {
         return Ok(xdp_action::XDP_TX);
     }
