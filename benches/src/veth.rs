@@ -347,3 +347,34 @@ fn report(plan: &Plan, samples: &[Vec<Sample>]) -> Vec<(String, f64, &'static st
     }
     results
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generator's count is what reaches the other end of the veth, and the veth's rx
+    /// counter (what the `drop` phase reads) sees each frame once.
+    #[test]
+    fn the_generator_sends_the_count_and_the_veth_counts_each_frame_once() -> anyhow::Result<()> {
+        const FRAMES: u64 = 1000;
+        let topo = Topology::new("xvgen")?;
+        let frames = Frames::build()?;
+        let (generator, ifindex) = in_netns(&topo.ns_name(Host::Caller), || {
+            Ok((
+                Generator::open()?,
+                fastpath::xdp::ifindex(&topo.ifname(Iface::Caller))?,
+            ))
+        })?;
+        let (ns, dev) = (topo.ns_name(Host::Gateway), topo.ifname(Iface::GwCaller));
+        let before = rx_packets(&ns, &dev)?;
+        let sent = generator.send(ifindex, &frames.hit, FRAMES, Duration::from_secs(30))?;
+        assert_eq!(sent.frames, FRAMES);
+        let received = settled(|| rx_packets(&ns, &dev))? - before;
+        // Besides ours, at most the caller's own IPv6 housekeeping (router solicitations).
+        assert!(
+            (FRAMES..FRAMES + 10).contains(&received),
+            "{received} frames received for {FRAMES} sent"
+        );
+        Ok(())
+    }
+}

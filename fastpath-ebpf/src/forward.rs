@@ -161,12 +161,7 @@ fn fib(
 }
 
 #[inline(always)]
-fn choose_action(
-    ingress: u32,
-    egress: u32,
-    macs: Macs,
-    tagged: bool,
-) -> Result<NextHop, Counter> {
+fn choose_action(ingress: u32, egress: u32, macs: Macs, tagged: bool) -> Result<NextHop, Counter> {
     let action = if egress == ingress {
         xdp_action::XDP_TX
     } else if !tagged && EGRESS.get(egress).is_some() {
