@@ -310,12 +310,27 @@ fn report(plan: &Plan, samples: &[Vec<Sample>]) -> Vec<(String, f64, &'static st
         plan.frames, plan.rounds
     );
     println!(
-        "{:<10} {:>12} {:>8} {:>8} {:>8} {:>12} {:>10} {:>8}",
-        "phase", "median Mpps", "min", "max", "x drop", "sent Mpps", "processed", "busy"
+        "{:<10} {:>12} {:>8} {:>8} {:>8} {:>10} {:>12} {:>10} {:>8}",
+        "phase",
+        "median Mpps",
+        "min",
+        "max",
+        "x drop",
+        "ns - drop",
+        "sent Mpps",
+        "processed",
+        "busy"
     );
-    let median_of =
-        |i: usize| crate::median(&samples[i].iter().map(Sample::mpps).collect::<Vec<_>>());
-    let drop = median_of(1);
+    let drop_index = PHASES
+        .iter()
+        .position(|(_, phase)| *phase == Phase::Drop)
+        .unwrap_or_default();
+    let drop = crate::median(
+        &samples[drop_index]
+            .iter()
+            .map(Sample::mpps)
+            .collect::<Vec<_>>(),
+    );
     let mut results = Vec::new();
     for (i, (name, _)) in PHASES.iter().enumerate() {
         let rates: Vec<f64> = samples[i].iter().map(Sample::mpps).collect();
@@ -329,10 +344,12 @@ fn report(plan: &Plan, samples: &[Vec<Sample>]) -> Vec<(String, f64, &'static st
         let busy: u64 = samples[i].iter().map(|s| s.sent.busy).sum();
         let med = crate::median(&rates);
         println!(
-            "{name:<10} {med:>12.3} {:>8.3} {:>8.3} {:>8.2} {:>12.3} {:>9.1}% {busy:>8}",
+            "{name:<10} {med:>12.3} {:>8.3} {:>8.3} {:>8.2} {:>10.0} {:>12.3} {:>9.1}% {busy:>8}",
             crate::minimum(&rates),
             rates.iter().copied().fold(0.0, f64::max),
             med / drop,
+            // Wall time per frame beyond the XDP_DROP phase's (1 / Mpps is us per frame).
+            1e3 / med - 1e3 / drop,
             crate::median(&sent_rates),
             100.0 * processed as f64 / sent.max(1) as f64,
         );
