@@ -20,9 +20,11 @@
 //! must show exactly one expected outcome per timed run, or the benchmark fails.
 
 mod frames;
+mod generator;
 mod proxy;
 mod rawbpf;
 mod sync;
+mod veth;
 
 use std::{
     net::SocketAddr,
@@ -77,6 +79,21 @@ struct Args {
     /// Skip the XDP per-packet benchmark.
     #[arg(long)]
     skip_xdp: bool,
+    /// Skip the live-frame throughput benchmark through a veth (`xdp_veth_*_mpps`).
+    #[arg(long)]
+    skip_veth: bool,
+    /// Frames the veth benchmark's generator sends per phase and round.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    veth_frames: u64,
+    /// Interleaved rounds of the veth benchmark (the median of each phase is reported).
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    veth_rounds: u32,
+    /// Time limit of one phase's send in the veth benchmark, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=120))]
+    veth_limit: u64,
     /// Skip the userspace proxy throughput benchmark (`proxy_invites_per_s`).
     #[arg(long)]
     skip_proxy: bool,
@@ -133,15 +150,15 @@ fn check_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `fb` + the pid in base 36 (3 digits): side-by-side runs get their own namespaces.
-fn topology_prefix() -> String {
+/// `head` + the pid in base 36 (3 digits): side-by-side runs get their own namespaces.
+fn topology_prefix(head: &str) -> String {
     let mut n = std::process::id() % 36u32.pow(3);
     let mut digits = [b'0'; 3];
     for d in digits.iter_mut().rev() {
         *d = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
         n /= 36;
     }
-    format!("fb{}", String::from_utf8_lossy(&digits))
+    format!("{head}{}", String::from_utf8_lossy(&digits))
 }
 
 /// The spare veth pair (both ends in the gateway namespace, left down, so no packet ever
@@ -163,6 +180,17 @@ fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     if !args.skip_xdp && !args.sync_only {
         results.extend(xdp_bench(&args)?);
+    }
+    if !args.skip_veth && !args.sync_only {
+        check_stop()?;
+        let plan = veth::Plan {
+            frames: args.veth_frames,
+            rounds: args.veth_rounds,
+            limit: Duration::from_secs(args.veth_limit),
+        };
+        for (name, value, unit) in veth::run(&topology_prefix("xv"), &plan)? {
+            results.push(serde_json::json!({"name": name, "value": value, "unit": unit}));
+        }
     }
     if !args.skip_proxy && !args.sync_only {
         check_stop()?;
@@ -193,7 +221,7 @@ fn main() -> anyhow::Result<()> {
 /// The XDP per-packet benchmark; its JSON rows.
 fn xdp_bench(args: &Args) -> anyhow::Result<Vec<serde_json::Value>> {
     // Declared first, dropped last: the namespaces outlive everything that uses them.
-    let prefix = topology_prefix();
+    let prefix = topology_prefix("fb");
     eprintln!("building topology {prefix:?}...");
     let topo = Topology::new(&prefix)?;
     topo.resolve_neighbors()?;
@@ -340,14 +368,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
         paths.extend(variant_probes(&name, variants.len() + 1, &frames, ingress));
         variants.push((name, variant));
     }
-    let config = Config::parse(&format!(
-        "[xdp]\nsip_ports = [{PEER_PORT}]\nmax_routes = {MAX_ROUTES}\n\
-         [[peers]]\nname = \"peer\"\naddress = \"{}\"\n\
-         [[routes]]\nnumber = \"{}\"\npeer = \"peer\"\n",
-        SocketAddr::new(PEER_V4.into(), PEER_PORT),
-        frames::HIT_NUMBER,
-    ))?;
-    fastpath::maps::apply_config(&mut ebpf, &config, GENERATION)?;
+    fastpath::maps::apply_config(&mut ebpf, &bench_config()?, GENERATION)?;
     fastpath::maps::set_egress(&mut ebpf, &[egress])?;
     // The gateway's addresses, as the daemon sets them, plus the peer's: with `repeat` the
     // kernel reruns the program on the rewritten buffer, whose destination is the peer, and
@@ -472,6 +493,18 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
         ));
     }
     Ok(report)
+}
+
+/// The daemon's configuration for the benchmarks: SIP on 5060, one peer, the hit number
+/// routed to it (the generated numbers are written to `ROUTES` directly).
+fn bench_config() -> anyhow::Result<Config> {
+    Config::parse(&format!(
+        "[xdp]\nsip_ports = [{PEER_PORT}]\nmax_routes = {MAX_ROUTES}\n\
+         [[peers]]\nname = \"peer\"\naddress = \"{}\"\n\
+         [[routes]]\nnumber = \"{}\"\npeer = \"peer\"\n",
+        SocketAddr::new(PEER_V4.into(), PEER_PORT),
+        frames::HIT_NUMBER,
+    ))
 }
 
 /// One run with the output frame: the action must be the expected one, and a hit's frame

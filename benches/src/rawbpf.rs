@@ -15,6 +15,7 @@ const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type`: BPF_XDP.
 const BPF_XDP: u32 = 37;
 const XDP_FLAGS_SKB_MODE: u32 = 2;
+const XDP_FLAGS_DRV_MODE: u32 = 4;
 
 /// `r0 = XDP_DROP (1); exit` as `struct bpf_insn` (code, dst/src regs, off, imm), little-endian.
 const DROP_INSNS: [u64; 2] = [
@@ -124,11 +125,20 @@ impl DropProgram {
     /// Attaches the program in generic mode to `ifindex` (of the calling thread's network
     /// namespace) through a bpf_link, which detaches when the returned fd is closed.
     pub fn attach_generic(&self, ifindex: u32) -> anyhow::Result<OwnedFd> {
+        self.attach(ifindex, XDP_FLAGS_SKB_MODE)
+    }
+
+    /// [`DropProgram::attach_generic`] in native (driver) mode.
+    pub fn attach_native(&self, ifindex: u32) -> anyhow::Result<OwnedFd> {
+        self.attach(ifindex, XDP_FLAGS_DRV_MODE)
+    }
+
+    fn attach(&self, ifindex: u32, flags: u32) -> anyhow::Result<OwnedFd> {
         let mut attr = LinkCreateAttr {
             prog_fd: self.fd.as_raw_fd() as u32,
             target_ifindex: ifindex,
             attach_type: BPF_XDP,
-            flags: XDP_FLAGS_SKB_MODE,
+            flags,
         };
         let fd =
             bpf(BPF_LINK_CREATE, &mut attr).context("BPF_LINK_CREATE for the XDP_DROP baseline")?;

@@ -2,21 +2,26 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns},
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_jiffies64},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use fastpath_common::Counter;
 
 use crate::{
-    eth,
+    eth::{self, Macs},
     maps::{EGRESS, NEXT_HOPS},
     sip::Peer,
 };
 
-/// How long a CPU reuses a peer's FIB answer. A lookup costs several times the rest of a hit
-/// (~200 ns measured), while a route or neighbour change is picked up this much later.
-const NEXT_HOP_TTL_NS: u64 = 100_000_000;
+/// How long a CPU reuses a peer's FIB answer, in timer ticks. A lookup costs several times
+/// the rest of a hit (~200 ns measured), while a route or neighbour change is picked up this
+/// much later: 100 ms at the slowest tick Linux has (HZ=100), 10 ms at HZ=1000.
+///
+/// Ticks, not nanoseconds: the verifier inlines `bpf_jiffies64` into a single load on
+/// 64-bit JITs, where `bpf_ktime_get_coarse_ns` is a real call (a timekeeper read) on
+/// every hit.
+const NEXT_HOP_TTL_JIFFIES: u64 = 10;
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -26,8 +31,7 @@ const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 /// Where a rewritten packet leaves, decided before anything is rewritten.
 pub(crate) struct NextHop {
     ifindex: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
+    macs: Macs,
     action: u32,
 }
 
@@ -50,17 +54,16 @@ pub(crate) enum FibQuery<'a> {
 /// It is keyed by what the answer was computed from: the peer's address (a moved peer
 /// misses), the ingress interface and, for the MTU check, the largest datagram approved so
 /// far. The source address and TOS are not part of the key: policy routing on them would
-/// see a changed rule only after [`NEXT_HOP_TTL_NS`].
+/// see a changed rule only after [`NEXT_HOP_TTL_JIFFIES`].
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct CachedHop {
-    /// `bpf_ktime_get_coarse_ns` of the lookup; 0 = empty.
-    stamp_ns: u64,
+    /// `bpf_jiffies64` of the lookup; 0 = empty.
+    stamp_jiffies: u64,
     dst: [u8; 16],
     ingress: u32,
     egress: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
+    macs: Macs,
     max_len: u16,
     _pad: [u8; 2],
 }
@@ -80,7 +83,7 @@ pub(crate) fn next_hop(
         1
     } else {
         // SAFETY: a helper without arguments.
-        unsafe { bpf_ktime_get_coarse_ns() }
+        unsafe { bpf_jiffies64() }
     };
     let cache = NEXT_HOPS
         .get_ptr_mut(peer.id)
@@ -88,29 +91,28 @@ pub(crate) fn next_hop(
     // SAFETY: this CPU's slot; nothing else runs on it during this program run.
     let cache = unsafe { &mut *cache };
     let fresh = if cfg!(feature = "ablate-hop-check") {
-        cache.stamp_ns != 0
+        cache.stamp_jiffies != 0
     } else {
-        cache.stamp_ns != 0
-            && now.wrapping_sub(cache.stamp_ns) < NEXT_HOP_TTL_NS
+        cache.stamp_jiffies != 0
+            && now.wrapping_sub(cache.stamp_jiffies) < NEXT_HOP_TTL_JIFFIES
             && cache.ingress == ingress
             && cache.dst == peer.value.addr
     };
     if fresh && tot_len <= cache.max_len {
-        return choose_action(ingress, cache.egress, cache.smac, cache.dmac, tagged);
+        return choose_action(ingress, cache.egress, cache.macs, tagged);
     }
-    let (egress, smac, dmac) = fib(ctx, ingress, query, tot_len)?;
+    let (egress, macs) = fib(ctx, ingress, query, tot_len)?;
     *cache = CachedHop {
-        stamp_ns: now,
+        stamp_jiffies: now,
         dst: peer.value.addr,
         ingress,
         egress,
-        smac,
-        dmac,
+        macs,
         // Either a new entry or a larger datagram than any approved before.
         max_len: tot_len,
         _pad: [0; 2],
     };
-    choose_action(ingress, egress, smac, dmac, tagged)
+    choose_action(ingress, egress, macs, tagged)
 }
 
 /// `bpf_fib_lookup` with its MTU check for a datagram of `tot_len` bytes: egress ifindex and
@@ -121,7 +123,7 @@ fn fib(
     ingress: u32,
     query: FibQuery,
     tot_len: u16,
-) -> Result<(u32, [u8; 6], [u8; 6]), Counter> {
+) -> Result<(u32, Macs), Counter> {
     // SAFETY: plain C struct, all-zero is its neutral value.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.l4_protocol = IPPROTO_UDP;
@@ -155,17 +157,11 @@ fn fib(
         debug!(ctx, "fib lookup failed: {}", rc);
         return Err(Counter::FibFailed);
     }
-    Ok((params.ifindex, params.smac, params.dmac))
+    Ok((params.ifindex, Macs::new(&params.smac, &params.dmac)))
 }
 
 #[inline(always)]
-fn choose_action(
-    ingress: u32,
-    egress: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
-    tagged: bool,
-) -> Result<NextHop, Counter> {
+fn choose_action(ingress: u32, egress: u32, macs: Macs, tagged: bool) -> Result<NextHop, Counter> {
     let action = if egress == ingress {
         xdp_action::XDP_TX
     } else if !tagged && EGRESS.get(egress).is_some() {
@@ -176,8 +172,7 @@ fn choose_action(
     };
     Ok(NextHop {
         ifindex: egress,
-        smac,
-        dmac,
+        macs,
         action,
     })
 }
@@ -185,7 +180,7 @@ fn choose_action(
 /// Sets the MACs of the next hop and hands the frame over.
 #[inline(always)]
 pub(crate) fn send(ctx: &XdpContext, hop: &NextHop) -> Result<u32, Counter> {
-    eth::set_macs(ctx, &hop.smac, &hop.dmac)?;
+    eth::set_macs(ctx, &hop.macs)?;
     if hop.action == xdp_action::XDP_TX || cfg!(feature = "xdp-tx") {
         return Ok(xdp_action::XDP_TX);
     }

@@ -95,6 +95,7 @@ fn task(task: Task) -> Result<()> {
                 out.display().to_string(),
                 "--skip-proxy".into(),
                 "--skip-sync".into(),
+                "--skip-veth".into(),
                 "--only-size".into(),
                 "1m".into(),
             ];
