@@ -200,7 +200,9 @@ fn main() -> anyhow::Result<()> {
             !args.skip_kamailio,
             args.proxy_rounds,
         )? {
-            println!("{name:<40} {value:>14.0} {unit}");
+            // Ratios need their decimals; counts and times do not.
+            let decimals = if unit == "x" { 2 } else { 0 };
+            println!("{name:<40} {value:>14.decimals$} {unit}");
             results.push(serde_json::json!({"name": name, "value": value, "unit": unit}));
         }
     }
