@@ -49,10 +49,33 @@ pub fn load_object(pin_dir: &Path, max_routes: u32, object: &[u8]) -> anyhow::Re
         .map_max_entries(maps::ROUTES, max_routes)
         .load(object)
         .context("loading the XDP object (a ROUTES map pinned with another size? see `fastpath detach --purge`)")?;
-    program(&mut ebpf)?
-        .load()
-        .context("the verifier rejected the XDP program")?;
-    Ok(ebpf)
+    // The verifier gives up with EAGAIN when a signal arrives while it works (it checks
+    // `signal_pending` as it goes, and this program takes it most of a second): a SIGHUP
+    // during start-up, or a child exiting beside a test. That is no verdict: try again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match program(&mut ebpf)?.load() {
+            Ok(()) => return Ok(ebpf),
+            Err(error) if attempts < LOAD_ATTEMPTS && interrupted(&error) => {
+                warn!(attempts, "the verifier was interrupted; loading again");
+            }
+            Err(error) => return Err(error).context("the verifier rejected the XDP program"),
+        }
+    }
+}
+
+/// How often a load interrupted by a signal is tried before giving up.
+const LOAD_ATTEMPTS: u32 = 10;
+
+/// Whether a program load failed with EAGAIN (interrupted), not a verdict.
+fn interrupted(error: &aya::programs::ProgramError) -> bool {
+    match error {
+        aya::programs::ProgramError::LoadError { io_error, .. } => {
+            io_error.raw_os_error() == Some(libc::EAGAIN)
+        }
+        _ => false,
+    }
 }
 
 pub fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
