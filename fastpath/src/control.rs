@@ -186,7 +186,7 @@ pub fn router(source: Arc<StatusSource>) -> axum::Router {
                     let peers = table.peers();
                     let mut text = String::new();
                     for (key, id) in table.routes() {
-                        text += &route_line(key, peers.get(id as usize));
+                        text += &route_line(key, id, &peers);
                         text.push('\n');
                     }
                     text
@@ -205,10 +205,7 @@ pub fn router(source: Arc<StatusSource>) -> axum::Router {
                         );
                     };
                     match table.route(&key) {
-                        Some(id) => (
-                            StatusCode::OK,
-                            route_line(key, table.peers().get(id as usize)) + "\n",
-                        ),
+                        Some(id) => (StatusCode::OK, route_line(key, id, &table.peers()) + "\n"),
                         None => (StatusCode::NOT_FOUND, format!("{number}: not registered")),
                     }
                 }
@@ -216,16 +213,10 @@ pub fn router(source: Arc<StatusSource>) -> axum::Router {
         )
 }
 
-/// One route as `fastpath routes` prints it.
-fn route_line(key: fastpath_common::RouteKey, peer: Option<&crate::routing::Peer>) -> String {
-    match peer {
-        Some(p) => format!(
-            "+{key} -> {} ({})",
-            p.address,
-            if p.up { "up" } else { "down" }
-        ),
-        None => format!("+{key} -> no such peer"),
-    }
+/// One route of the table as `fastpath routes` prints it.
+fn route_line(key: fastpath_common::RouteKey, id: u32, peers: &[crate::routing::Peer]) -> String {
+    let peer = peers.get(id as usize).map(|p| (p.address, p.up));
+    crate::stats::route_line(key, id, peer)
 }
 
 /// `fastpath routes list|get` against the daemon at `addr`; `number` selects one.
@@ -239,11 +230,7 @@ pub fn fetch_routes(addr: &str, number: Option<&str>) -> anyhow::Result<String> 
         }
         None => format!("http://{addr}/routes"),
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::api::client::local_agent(std::time::Duration::from_secs(30));
     let mut answer = agent.get(&url).call()?;
     let text = answer
         .body_mut()
@@ -260,10 +247,12 @@ pub fn fetch_routes(addr: &str, number: Option<&str>) -> anyhow::Result<String> 
 /// The running daemon's status from its HTTP endpoint at `addr`.
 pub fn fetch(addr: &str) -> anyhow::Result<DaemonStatus> {
     let url = format!("http://{addr}/status");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(3)))
-        .build()
-        .into();
-    let status = agent.get(&url).call()?.body_mut().read_json()?;
-    Ok(status)
+    let agent = crate::api::client::local_agent(std::time::Duration::from_secs(3));
+    let mut answer = agent.get(&url).call()?;
+    anyhow::ensure!(
+        answer.status() == 200,
+        "GET {url}: HTTP {}",
+        answer.status()
+    );
+    Ok(answer.body_mut().read_json()?)
 }

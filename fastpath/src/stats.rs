@@ -140,19 +140,29 @@ fn route_maps(pin_dir: &Path) -> anyhow::Result<(RoutesMap, PeersMap)> {
     ))
 }
 
-/// `+15550100001 -> 198.51.100.2:5060 (up)`
-fn route_line(key: fastpath_common::RouteKey, value: maps::RouteValue, peers: &PeersMap) -> String {
-    match peers.get(&value.peer_id, 0) {
-        Ok(peer) if peer.family != 0 => format!(
-            "+{key} -> {} ({})",
-            crate::metrics::peer_label(&peer),
-            if peer.state == maps::PEER_UP {
-                "up"
-            } else {
-                "down"
-            }
-        ),
-        _ => format!("+{key} -> peer #{} (no such peer)", value.peer_id),
+/// A `ROUTES` entry as `fastpath routes` prints it.
+fn map_route_line(
+    key: fastpath_common::RouteKey,
+    value: maps::RouteValue,
+    peers: &PeersMap,
+) -> String {
+    let peer = peers
+        .get(&value.peer_id, 0)
+        .ok()
+        .and_then(|p| Some((crate::maps::peer_address(&p)?, p.state == maps::PEER_UP)));
+    route_line(key, value.peer_id, peer)
+}
+
+/// `+15550100001 -> 198.51.100.2:5060 (up)`: one line of `fastpath routes`, whether it
+/// comes from the pinned maps or from the daemon's route table.
+pub(crate) fn route_line(
+    key: fastpath_common::RouteKey,
+    peer_id: u32,
+    peer: Option<(std::net::SocketAddr, bool)>,
+) -> String {
+    match peer {
+        Some((address, up)) => format!("+{key} -> {address} ({})", if up { "up" } else { "down" }),
+        None => format!("+{key} -> peer #{peer_id} (no such peer)"),
     }
 }
 
@@ -163,7 +173,7 @@ pub fn list_routes(pin_dir: &Path) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for entry in routes.iter() {
         let (key, value) = entry?;
-        writeln!(stdout, "{}", route_line(key, value, &peers))?;
+        writeln!(stdout, "{}", map_route_line(key, value, &peers))?;
     }
     Ok(())
 }
@@ -175,7 +185,7 @@ pub fn get_route(pin_dir: &Path, number: &str) -> anyhow::Result<()> {
     let (routes, peers) = route_maps(pin_dir)?;
     match routes.get(&key, 0) {
         Ok(value) => {
-            println!("{}", route_line(key, value, &peers));
+            println!("{}", map_route_line(key, value, &peers));
             Ok(())
         }
         Err(aya::maps::MapError::KeyNotFound) => anyhow::bail!("{number}: not registered"),

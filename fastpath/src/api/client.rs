@@ -32,6 +32,18 @@ pub enum ClientError {
     Decode { status: u16, body: String },
 }
 
+/// An HTTP client for the daemon's own endpoints (API, `/status`, `/routes`): statuses are
+/// answers to read, not errors, and an HTTP(S)_PROXY from the environment must not apply
+/// (the daemon is local).
+pub(crate) fn local_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(timeout))
+        .build()
+        .new_agent()
+}
+
 pub struct Client {
     agent: ureq::Agent,
     base: String,
@@ -40,13 +52,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // The API is local; an HTTP(S)_PROXY from the environment must not apply.
-            .proxy(None)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent();
+        let agent = local_agent(Duration::from_secs(30));
         Self {
             agent,
             base: base.trim_end_matches('/').to_owned(),
