@@ -1,41 +1,21 @@
 //! The stateless proxy's rules (RFC 3261 §16.11) on datagrams, without a network:
 //! where each request goes, what it looks like when it leaves, and what comes back.
 
+mod rules;
+
+use rules::{BySubnet, CALLER, GW_CALLER, GW_CARRIER, PEER, addr};
+
 use std::{net::SocketAddr, sync::Arc};
 
 use fastpath::{
     config::Config,
-    proxy::{Action, Egress, Inbound, Proxy, ProxyCounter, ProxyCounters, Tally, service::Parts},
+    proxy::{Action, Inbound, Proxy, ProxyCounter, ProxyCounters, Tally, service::Parts},
     routing::RouteTable,
     sip::Message,
 };
 use proptest::prelude::*;
 
-const CALLER: &str = "192.0.2.2:5060";
-const GW_CALLER: &str = "192.0.2.1:5060";
-const GW_CARRIER: &str = "203.0.113.1:5060";
-const PEER: &str = "198.51.100.2:5060";
 const TRUNK: &str = "203.0.113.2:5060";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-/// Our address on the destination's network, as the kernel would pick it.
-struct BySubnet;
-
-impl Egress for BySubnet {
-    fn local_for(&mut self, dest: SocketAddr) -> Option<usize> {
-        let text = dest.ip().to_string();
-        Some(if text.starts_with("203.0.113.") {
-            1
-        } else if text.starts_with("198.51.100.") {
-            2
-        } else {
-            0
-        })
-    }
-}
 
 struct Rig {
     proxy: Arc<Proxy>,

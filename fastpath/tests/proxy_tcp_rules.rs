@@ -1,41 +1,21 @@
 //! Which transport the proxy picks (RFC 3261 §18.1.1, §18.2.2), without a network: the
 //! same `Proxy` decision for messages that came over TCP and over UDP.
 
-use std::{net::SocketAddr, sync::Arc};
+mod rules;
+
+use rules::{BySubnet, CALLER, GW_CALLER, GW_CARRIER, PEER, addr};
+
+use std::sync::Arc;
 
 use fastpath::{
     config::Config,
-    proxy::{Action, Egress, Inbound, Proxy, Tally, Transport, service::Parts},
+    proxy::{Action, Inbound, Proxy, Tally, Transport, service::Parts},
 };
 
-const CALLER: &str = "192.0.2.2:5060";
 /// The caller's TCP connection: an ephemeral source port, not its sent-by port.
 const CALLER_CONN: &str = "192.0.2.2:40123";
-const GW_CALLER: &str = "192.0.2.1:5060";
-const GW_CARRIER: &str = "203.0.113.1:5060";
-const PEER: &str = "198.51.100.2:5060";
 const TRUNK_UDP: &str = "203.0.113.2:5060";
 const TRUNK_TCP: &str = "203.0.113.3:5060";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-/// Our address on the destination's network, as the kernel would pick it.
-struct BySubnet;
-
-impl Egress for BySubnet {
-    fn local_for(&mut self, dest: SocketAddr) -> Option<usize> {
-        let text = dest.ip().to_string();
-        Some(if text.starts_with("203.0.113.") {
-            1
-        } else if text.starts_with("198.51.100.") {
-            2
-        } else {
-            0
-        })
-    }
-}
 
 /// A proxy with a UDP trunk of priority 0 (or a TCP one, with `tcp_trunk`), TCP on or off.
 fn proxy(tcp: bool, tcp_trunk: bool) -> Arc<Proxy> {
