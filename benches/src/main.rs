@@ -362,7 +362,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
         let mut variant = match fastpath::xdp::load_object(pin_dir, MAX_ROUTES, &object) {
             Ok(variant) => variant,
             Err(e) => {
-                eprintln!("variant {name} left out: {e}");
+                eprintln!("variant {name} left out: {e:#}");
                 continue;
             }
         };

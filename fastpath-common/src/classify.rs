@@ -39,24 +39,21 @@ impl Window {
         }
     }
 
-    /// The eight bytes from `i` (< SCAN_LEN) on, the first in the low byte; 0 past the end.
+    /// The eight bytes from `i % SCAN_LEN` on, the first in the low byte: one unaligned
+    /// load (the XDP object is built to allow them, see `fastpath-ebpf/build.rs`), where
+    /// assembling a word from two aligned ones took ten instructions.
+    ///
+    /// The index is masked, not bounds-checked: a branch would let LLVM drop the mask and
+    /// add the index's parts to the pointer one by one, which the verifier then sees as a
+    /// wider range than the window has.
     #[inline(always)]
     pub(crate) fn bytes_at(&self, i: usize) -> u64 {
-        // SAFETY: Window is 8-aligned and a whole number of words long, and any bit pattern
-        // is a valid u64. Two loads per read; copying bytes out would be eight.
-        let words = unsafe { &*(self as *const Self as *const [u64; 2 * SCAN_WORDS]) };
-        let k = (i >> 3) & WORD_INDEX;
-        let shift = (i & 7) * 8;
-        let lo = u64::from_le(words[k]);
-        let hi = u64::from_le(words[k + 1]);
-        // Two shifts for the high word: one by `64 - shift` would overflow when shift is 0.
-        (lo >> shift) | ((hi << 1) << (63 - shift))
+        // SAFETY: the start is below SCAN_LEN and the window is 2 * SCAN_LEN bytes, so all
+        // eight bytes are inside it; any bit pattern is a valid u64.
+        let start = unsafe { (self as *const Self).cast::<u8>().add(i & (SCAN_LEN - 1)) };
+        u64::from_le(unsafe { core::ptr::read_unaligned(start.cast::<u64>()) })
     }
 }
-
-const SCAN_WORDS: usize = SCAN_LEN / 8;
-/// Masks a word index into the window (SCAN_WORDS is a power of two).
-const WORD_INDEX: usize = SCAN_WORDS - 1;
 
 /// Classifies the payload whose first `min(len, SCAN_LEN)` bytes are in `window`: the
 /// canonical form a word at a time, anything else by [`classify_seeded`]. This is what the

@@ -79,6 +79,12 @@ pub(crate) fn canonical(window: &Window, len: usize) -> Option<Verdict> {
         }
         words.host_end(end + 1)?
     };
+    // Every byte a decision above rested on lies before the CRLF, and each one past `len`
+    // may be stale (`at` does not mask them): a line that does not end within `len` is
+    // the full classifier's, whatever those bytes said.
+    if version + 10 > words.len {
+        return None;
+    }
     if !(VERSION.matches(words.at(version)) && CRLF.matches(words.at(version + 8))) {
         return None;
     }
@@ -131,17 +137,12 @@ struct Words<'a> {
 }
 
 impl Words<'_> {
-    /// The eight bytes from `i` on, the first in the low byte; bytes at or past `len` read 0.
+    /// The eight bytes from `i` on, the first in the low byte. Bytes at or past `len` are
+    /// whatever the window holds there (see the length check at the end of `canonical`);
+    /// `i` past the window wraps around.
     #[inline(always)]
     fn at(&self, i: usize) -> u64 {
-        if i >= SCAN_LEN {
-            return 0;
-        }
-        let word = self.window.bytes_at(i);
-        // Flags the bytes whose index is below `len`, then widens each flag to its byte.
-        let index = swar::splat(i as u8) + 0x0706_0504_0302_0100;
-        let keep = swar::below(index, self.len as u8) >> 7;
-        word & (keep * 0xff)
+        self.window.bytes_at(i)
     }
 
     /// The index of the SP that ends a non-empty host part starting at `start`, if no byte
@@ -152,7 +153,7 @@ impl Words<'_> {
         while i < SCAN_LEN {
             let word = self.at(i);
             // Escaped headers (`?Route=`), brackets, quotes and control bytes have no
-            // place in a Request-URI host part; SP ends it; bytes past `len` read as 0.
+            // place in a Request-URI host part; SP ends it.
             let stops = swar::below(word, b' ' + 1)
                 | swar::equal(word, b'"')
                 | swar::equal(word, b'<')
@@ -263,5 +264,30 @@ mod tests {
         let mut stale = [b'9'; SCAN_LEN];
         stale[..cut.len()].copy_from_slice(cut);
         assert_eq!(canonical(&Window::from_bytes(&stale), cut.len()), None);
+    }
+
+    #[test]
+    fn a_line_completed_only_by_stale_bytes_is_not_decided() {
+        // The window still holds a whole canonical line from an earlier packet; this packet's
+        // payload is any shorter prefix of it. Only a payload holding the whole line (its
+        // CRLF included) may be decided here.
+        let lines: [&[u8]; 3] = [
+            b"INVITE sip:+15550100001@192.0.2.1:5060 SIP/2.0\r\n",
+            b"ACK tel:123456789012345 SIP/2.0\r\n",
+            b"CANCEL sips:1@[2001:db8::1]:5061;transport=tls SIP/2.0\r\n",
+        ];
+        for line in lines {
+            let window = Window::from_bytes(line);
+            for len in 0..line.len() {
+                assert_eq!(
+                    canonical(&window, len),
+                    None,
+                    "{} cut at {len}",
+                    core::str::from_utf8(line).unwrap_or("?")
+                );
+            }
+            assert!(canonical(&window, line.len()).is_some());
+            assert_eq!(canonical(&window, SCAN_LEN), canonical(&window, line.len()));
+        }
     }
 }
