@@ -118,7 +118,7 @@ struct Args {
     #[arg(long, value_name = "LABEL")]
     only_size: Option<String>,
     /// A directory of other builds of the XDP program (`cargo xtask ablation`): each file is
-    /// measured on the hit (and the miss) beside the daemon's object, in the same rounds.
+    /// measured on the hit beside the daemon's object, in the same rounds.
     #[arg(long, value_name = "DIR")]
     variants: Option<PathBuf>,
 }
@@ -367,7 +367,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
             }
         };
         report.note_verified(&name, fastpath::xdp::program(&mut variant)?)?;
-        paths.extend(variant_probes(&name, variants.len() + 1, &frames, ingress));
+        paths.push(variant_probe(&name, variants.len() + 1, &frames, ingress));
         variants.push((name, variant));
     }
     fastpath::maps::apply_config(&mut ebpf, &bench_config()?, GENERATION)?;
@@ -731,37 +731,30 @@ fn variant_objects(args: &Args) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     Ok(objects)
 }
 
-/// A variant's hit (and, where it changes the classifier's input, its miss).
-fn variant_probes(name: &str, program: usize, frames: &Frames, ingress: u32) -> Vec<Probe> {
-    let action = if name == "xdp-tx" {
-        XDP_TX
+/// A variant's hit. A waterfall stage (`stop-…`) passes the hit frame untouched at its
+/// stage and counts it not-SIP; every other variant forwards it.
+fn variant_probe(name: &str, program: usize, frames: &Frames, ingress: u32) -> Probe {
+    let (action, counter) = if name.starts_with("stop-") {
+        (XDP_PASS, Some(Counter::NotSip))
     } else {
-        XDP_REDIRECT
+        let action = if name == "xdp-tx" {
+            XDP_TX
+        } else {
+            XDP_REDIRECT
+        };
+        let counts = name != "no-outcome-stats" && name != "none-of-these";
+        (action, counts.then_some(Counter::Hit))
     };
-    let counts = name != "no-outcome-stats" && name != "none-of-these";
-    let mut probes = vec![Probe {
+    Probe {
         name: format!("hit/{name}"),
         ctx: xdp_md(frames.hit.len(), ingress),
         frame: frames.hit.clone(),
         kind: Kind::Fastpath {
             action,
-            counter: counts.then_some(Counter::Hit),
+            counter,
             program,
         },
-    }];
-    if name.starts_with("copy") || name == "none-of-these" {
-        probes.push(Probe {
-            name: format!("miss/{name}"),
-            ctx: xdp_md(frames.miss.len(), ingress),
-            frame: frames.miss.clone(),
-            kind: Kind::Fastpath {
-                action: XDP_PASS,
-                counter: counts.then_some(Counter::Miss),
-                program,
-            },
-        });
     }
-    probes
 }
 
 /// The spare interface (in the gateway namespace, down) that keeps variant `i` attached.

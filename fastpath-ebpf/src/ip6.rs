@@ -40,6 +40,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     }
     let peer = sip::peer_for(&request.key, FAMILY_IPV6)?;
     sip::addressed_to_us(sip::Destination::v6(&ip.dst_addr))?;
+    stop_after!("stop-after-local-check");
     if ip.hop_limit <= 1 {
         return Err(Counter::TtlExpired);
     }
@@ -52,6 +53,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     // The FIB's MTU check wants the whole datagram, header included (like IPv4's tot_len).
     let tot_len = (Ipv6Hdr::LEN + payload_len).min(u16::MAX as usize) as u16;
     let hop = forward::next_hop(ctx, &peer, query, tot_len, l2.tagged)?;
+    stop_after!("stop-after-next-hop");
 
     // Committed: from here on the packet is rewritten completely. The hop limit is not
     // covered by any checksum.

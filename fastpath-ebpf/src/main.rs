@@ -3,6 +3,18 @@
 #![no_std]
 #![no_main]
 
+/// A stage of the hit path for `cargo xtask ablation`'s waterfall: built with the feature
+/// `stop-after-<stage>`, the program passes every packet here, so the bench measures the
+/// hit's cost up to this point. The daemon's object has none of these features: the check
+/// is a constant `false` and compiles to nothing.
+macro_rules! stop_after {
+    ($stage:literal) => {
+        if cfg!(feature = $stage) {
+            return Err(fastpath_common::Counter::NotSip);
+        }
+    };
+}
+
 mod checksum;
 mod eth;
 mod forward;

@@ -20,6 +20,7 @@ pub(crate) fn peer_for(key: &RouteKey, family: u8) -> Result<Peer, Counter> {
     // SAFETY: the value is copied out before any map update could free it.
     let route = unsafe { ROUTES.get(key) }.ok_or(Counter::Miss)?;
     let id = route.peer_id;
+    stop_after!("stop-after-route");
     let value = *PEERS.get(id).ok_or(Counter::PeerUnavailable)?;
     if !value.is_up(family) {
         return Err(Counter::PeerUnavailable);

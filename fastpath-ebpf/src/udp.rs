@@ -36,6 +36,7 @@ pub(crate) fn parse_sip<'a>(
     if udp_len != ip_payload_len || udp_len < UdpHdr::LEN {
         return Err(Counter::Malformed);
     }
+    stop_after!("stop-after-headers");
     let key = classify_payload(ctx, offset + UdpHdr::LEN, udp_len - UdpHdr::LEN)?;
     Ok(SipRequest { udp, key })
 }
@@ -43,12 +44,7 @@ pub(crate) fn parse_sip<'a>(
 /// Copies the start of the payload into the per-CPU window and runs the shared classifier.
 #[inline(always)]
 fn classify_payload(ctx: &XdpContext, offset: usize, len: usize) -> Result<RouteKey, Counter> {
-    let scan_len = if cfg!(feature = "copy-64") {
-        64
-    } else {
-        SCAN_LEN
-    };
-    let len = if len > scan_len { scan_len } else { len };
+    let len = if len > SCAN_LEN { SCAN_LEN } else { len };
     if len == 0 {
         return Err(Counter::OtherMethod);
     }
@@ -67,6 +63,7 @@ fn classify_payload(ctx: &XdpContext, offset: usize, len: usize) -> Result<Route
             return Err(Counter::Malformed);
         }
     }
+    stop_after!("stop-after-copy");
     // SAFETY: a plain u64 underneath; written before it is read.
     let mut key: RouteKey = unsafe { core::mem::zeroed() };
     // The two steps of `fastpath_common::classify_window`, each a global function.
@@ -77,6 +74,7 @@ fn classify_payload(ctx: &XdpContext, offset: usize, len: usize) -> Result<Route
             _ => fastpath_classify_full(head, len as u64, 0, &mut key),
         }
     };
+    stop_after!("stop-after-classify");
     // Comparisons, not a table: LLVM knows which values the functions return and would
     // index a table unchecked, which the verifier refuses.
     match outcome {

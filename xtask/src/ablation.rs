@@ -1,6 +1,8 @@
 //! `cargo xtask ablation`: the XDP program built once per ablation feature of
-//! `fastpath-ebpf` (each takes one piece out of the hit path), then measured side by side
-//! with the daemon's object in one `fastpath-bench` run.
+//! `fastpath-ebpf` (each takes one piece out of the hit path) and once per stage of the
+//! waterfall (the hit path cut short after that stage), then measured side by side with
+//! the daemon's object in one `fastpath-bench` run. The waterfall's steps are what each
+//! stage costs; the ablations say what one piece costs in place.
 
 use std::{path::Path, process::Command};
 
@@ -14,12 +16,18 @@ const VARIANTS: &[(&str, &str)] = &[
     ("no-peer-stats", "ablate-peer-stats"),
     ("no-hop-check", "ablate-hop-check"),
     ("no-outcome-stats", "ablate-outcome-stats"),
-    ("copy-64", "copy-64"),
     ("xdp-tx", "xdp-tx"),
     (
         "none-of-these",
-        "ablate-local-check,ablate-peer-stats,ablate-hop-check,ablate-outcome-stats,copy-64",
+        "ablate-local-check,ablate-peer-stats,ablate-hop-check,ablate-outcome-stats",
     ),
+    // The waterfall: the hit path cut short after each stage, in order (names sort so).
+    ("stop-1-after-headers", "stop-after-headers"),
+    ("stop-2-after-copy", "stop-after-copy"),
+    ("stop-3-after-classify", "stop-after-classify"),
+    ("stop-4-after-route", "stop-after-route"),
+    ("stop-5-after-local-check", "stop-after-local-check"),
+    ("stop-6-after-next-hop", "stop-after-next-hop"),
 ];
 
 /// Builds every variant into `out_dir` (one object file per variant name).
