@@ -60,8 +60,25 @@ pub fn load_object(pin_dir: &Path, max_routes: u32, object: &[u8]) -> anyhow::Re
             Err(error) if attempts < LOAD_ATTEMPTS && interrupted(&error) => {
                 warn!(attempts, "the verifier was interrupted; loading again");
             }
-            Err(error) => return Err(error).context("the verifier rejected the XDP program"),
+            Err(error) => {
+                let why = rejection(&error.to_string());
+                return Err(error).context(why);
+            }
         }
+    }
+}
+
+/// What to tell the operator about a rejected program, from the verifier's output.
+fn rejection(verifier_output: &str) -> &'static str {
+    // The object reads unaligned words (`fastpath-ebpf/build.rs`), which the verifier only
+    // allows on architectures with efficient unaligned access.
+    if verifier_output.contains("misaligned") {
+        "the verifier rejected the XDP program: this kernel allows only aligned memory \
+         access, and the program reads unaligned words (it needs an architecture with \
+         efficient unaligned access, such as x86-64 or arm64); `--no-xdp` runs the \
+         proxy alone"
+    } else {
+        "the verifier rejected the XDP program"
     }
 }
 
@@ -247,4 +264,23 @@ fn ensure_bpffs(pin_dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rejection;
+
+    #[test]
+    fn a_rejection_for_alignment_names_the_architecture_and_the_way_out() {
+        let log = "Verifier output: 12: (79) r2 = *(u64 *)(r1 +3)\nmisaligned packet access off 0+3+0 size 8";
+        let why = rejection(log);
+        assert!(
+            why.contains("unaligned") && why.contains("--no-xdp"),
+            "{why}"
+        );
+        assert_eq!(
+            rejection("invalid access to map value, value_size=256 off=249 size=8"),
+            "the verifier rejected the XDP program"
+        );
+    }
 }
