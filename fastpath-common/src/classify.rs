@@ -40,8 +40,8 @@ impl Window {
     }
 
     /// The eight bytes from `i % SCAN_LEN` on, the first in the low byte: one unaligned
-    /// load (the XDP object is built to allow them, see `fastpath-ebpf/build.rs`), where
-    /// assembling a word from two aligned ones took ten instructions.
+    /// load (see [`crate::unaligned`]), where assembling a word from two aligned ones took
+    /// ten instructions.
     ///
     /// The index is masked, not bounds-checked: a branch would let LLVM drop the mask and
     /// add the index's parts to the pointer one by one, which the verifier then sees as a
@@ -51,7 +51,7 @@ impl Window {
         // SAFETY: the start is below SCAN_LEN and the window is 2 * SCAN_LEN bytes, so all
         // eight bytes are inside it; any bit pattern is a valid u64.
         let start = unsafe { (self as *const Self).cast::<u8>().add(i & (SCAN_LEN - 1)) };
-        u64::from_le(unsafe { core::ptr::read_unaligned(start.cast::<u64>()) })
+        u64::from_le(unsafe { crate::unaligned::load_u64(start) })
     }
 }
 

@@ -4,6 +4,7 @@
 //! code the daemon runs: the routing decision ([`classify`]) is defined here once, and the
 //! map layouts ([`maps`]) and counter indexes ([`Counter`]) are shared byte for byte.
 #![no_std]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod classify;
 mod counter;
@@ -11,6 +12,7 @@ mod fast;
 pub mod maps;
 mod number;
 mod swar;
+pub mod unaligned;
 
 pub use classify::{
     Method, PassReason, SCAN_LEN, Verdict, Window, classify, classify_bytes, classify_canonical,

@@ -1,48 +1,58 @@
 //! Incremental Internet checksum updates (RFC 1624, eqn. 3): HC' = ~(~HC + ~m + m').
+//!
+//! Everything stays in the packet's own byte order. The one's-complement sum does not care
+//! which byte of a 16-bit word is the high one, as long as every word and the checksum
+//! itself are read the same way (RFC 1071 §2(B)); and 32-bit words sum like the pairs of
+//! 16-bit words they hold, once the carries are folded back in. So addresses are read as
+//! they lie, four bytes to a load, with no byte swaps.
 
-/// A checksum being updated word by word; 32 bits hold the carries of any realistic
-/// number of updates before the final fold.
-pub(crate) struct ChecksumUpdate(u32);
+/// A checksum being updated; 64 bits hold the carries of any number of 32-bit updates a
+/// header can need before the final fold.
+pub(crate) struct ChecksumUpdate(u64);
 
 impl ChecksumUpdate {
+    /// Starts from the checksum field as it lies in the packet.
     #[inline(always)]
-    pub(crate) fn new(checksum: u16) -> Self {
-        Self(!checksum as u32)
+    pub(crate) fn new(field: [u8; 2]) -> Self {
+        Self(!u16::from_ne_bytes(field) as u64)
     }
 
-    /// Replaces the 16-bit word `old` by `new`.
+    /// Replaces two bytes at an even offset (a port, TTL with protocol) by two others.
     #[inline(always)]
-    pub(crate) fn replace_u16(self, old: u16, new: u16) -> Self {
-        Self(self.0 + (!old) as u32 + new as u32)
+    pub(crate) fn replace_pair(self, old: [u8; 2], new: [u8; 2]) -> Self {
+        Self(self.0 + !u16::from_ne_bytes(old) as u64 + u16::from_ne_bytes(new) as u64)
     }
 
-    /// Replaces a run of bytes (an address) by another of the same even length.
+    /// Replaces an address (4 or 16 bytes at an even offset) by another.
     #[inline(always)]
-    pub(crate) fn replace_bytes<const N: usize>(mut self, old: &[u8; N], new: &[u8; N]) -> Self {
+    pub(crate) fn replace_address<const N: usize>(mut self, old: &[u8; N], new: &[u8; N]) -> Self {
         let mut i = 0;
-        while i + 1 < N {
-            self = self.replace_u16(
-                u16::from_be_bytes([old[i], old[i + 1]]),
-                u16::from_be_bytes([new[i], new[i + 1]]),
-            );
-            i += 2;
+        while i + 3 < N {
+            let word = |bytes: &[u8; N]| {
+                u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]])
+            };
+            self.0 += !word(old) as u64 + word(new) as u64;
+            i += 4;
         }
         self
     }
 
+    /// The new checksum field, in the packet's byte order.
     #[inline(always)]
-    pub(crate) fn finish(self) -> u16 {
-        let mut sum = self.0;
+    pub(crate) fn finish(self) -> [u8; 2] {
+        let mut sum = (self.0 & 0xffff_ffff) + (self.0 >> 32);
+        sum = (sum & 0xffff_ffff) + (sum >> 32);
         sum = (sum & 0xffff) + (sum >> 16);
         sum = (sum & 0xffff) + (sum >> 16);
-        !(sum as u16)
+        sum = (sum & 0xffff) + (sum >> 16);
+        (!(sum as u16)).to_ne_bytes()
     }
 
     /// UDP sends a computed zero as 0xFFFF: zero on the wire means "no checksum".
     #[inline(always)]
-    pub(crate) fn finish_udp(self) -> u16 {
+    pub(crate) fn finish_udp(self) -> [u8; 2] {
         match self.finish() {
-            0 => 0xffff,
+            [0, 0] => [0xff, 0xff],
             sum => sum,
         }
     }

@@ -64,25 +64,22 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
 
     // Committed: from here on the packet is rewritten completely.
     let udp = request.udp;
-    let old_port = udp.dst_port();
-    let udp_check = u16::from_be_bytes(udp.check);
-    if udp_check != 0 {
+    let new_port = peer.value.port.to_be_bytes();
+    if udp.check != [0, 0] {
         // A zero checksum means "none" and stays zero.
-        let check = ChecksumUpdate::new(udp_check)
-            .replace_bytes(&ip.dst_addr, &new_dst)
-            .replace_u16(old_port, peer.value.port)
+        udp.check = ChecksumUpdate::new(udp.check)
+            .replace_address(&ip.dst_addr, &new_dst)
+            .replace_pair(udp.dst, new_port)
             .finish_udp();
-        udp.check = check.to_be_bytes();
     }
-    udp.set_dst_port(peer.value.port);
+    udp.dst = new_port;
 
-    let old_ttl_word = u16::from_be_bytes([ip.ttl, ip.proto]);
+    let old_ttl_proto = [ip.ttl, ip.proto];
     ip.ttl -= 1;
-    let ip_check = ChecksumUpdate::new(u16::from_be_bytes(ip.check))
-        .replace_bytes(&ip.dst_addr, &new_dst)
-        .replace_u16(old_ttl_word, u16::from_be_bytes([ip.ttl, ip.proto]))
+    ip.check = ChecksumUpdate::new(ip.check)
+        .replace_address(&ip.dst_addr, &new_dst)
+        .replace_pair(old_ttl_proto, [ip.ttl, ip.proto])
         .finish();
-    ip.check = ip_check.to_be_bytes();
     ip.dst_addr = new_dst;
 
     stats::count_peer(peer.id, remaining(ctx, 0));

@@ -33,8 +33,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
         return Err(Counter::Malformed);
     }
     let request = udp::parse_sip(ctx, l2.l3 + Ipv6Hdr::LEN, payload_len)?;
-    let udp_check = u16::from_be_bytes(request.udp.check);
-    if udp_check == 0 {
+    if request.udp.check == [0, 0] {
         // Mandatory over IPv6 (RFC 8200 §8.1): the kernel will drop it, not us.
         return Err(Counter::Malformed);
     }
@@ -58,12 +57,12 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     // Committed: from here on the packet is rewritten completely. The hop limit is not
     // covered by any checksum.
     let udp = request.udp;
-    let check = ChecksumUpdate::new(udp_check)
-        .replace_bytes(&ip.dst_addr, &peer.value.addr)
-        .replace_u16(udp.dst_port(), peer.value.port)
+    let new_port = peer.value.port.to_be_bytes();
+    udp.check = ChecksumUpdate::new(udp.check)
+        .replace_address(&ip.dst_addr, &peer.value.addr)
+        .replace_pair(udp.dst, new_port)
         .finish_udp();
-    udp.check = check.to_be_bytes();
-    udp.set_dst_port(peer.value.port);
+    udp.dst = new_port;
     ip.hop_limit -= 1;
     ip.dst_addr = peer.value.addr;
 

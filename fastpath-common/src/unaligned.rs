@@ -1,0 +1,37 @@
+//! Eight bytes at any address in one load.
+//!
+//! For the BPF target this is one instruction written by hand. The kernel's verifier
+//! accepts unaligned packet and map-value loads on architectures with efficient unaligned
+//! access (x86-64, arm64), but LLVM's BPF backend splits any read it cannot prove aligned
+//! into eight byte loads and seven shifts; its switch to allow unaligned access instead
+//! applies to the whole object, the stack included, where the verifier refuses every
+//! unaligned access (it merged two byte copies on the stack into an unaligned word, seen
+//! here). So the one place that needs such loads asks for exactly them.
+
+/// The eight bytes at `p`, as a native-endian `u64`.
+///
+/// # Safety
+/// `p` must be valid for reading eight bytes. In BPF, it must point into a map value or the
+/// packet (never the stack), with the bounds known to the verifier.
+#[inline(always)]
+pub unsafe fn load_u64(p: *const u8) -> u64 {
+    #[cfg(target_arch = "bpf")]
+    {
+        let word: u64;
+        // SAFETY: the caller's promise; the instruction only reads.
+        unsafe {
+            core::arch::asm!(
+                "{0} = *(u64 *)({1} + 0)",
+                lateout(reg) word,
+                in(reg) p,
+                options(readonly, nostack, preserves_flags),
+            );
+        }
+        word
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: the caller's promise; any bit pattern is a valid u64.
+    unsafe {
+        p.cast::<u64>().read_unaligned()
+    }
+}
