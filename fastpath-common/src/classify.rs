@@ -13,8 +13,8 @@ use crate::number::{KeyBuilder, RouteKey};
 /// 81 bytes); the XDP program verifies in about 0.7M of the verifier's 1M instructions.
 pub const SCAN_LEN: usize = 128;
 
-/// The first [`SCAN_LEN`] bytes of a UDP payload, aligned so that they can be read eight
-/// bytes at a time (see the `fast` module), and followed by as many zeros so that an
+/// The first [`SCAN_LEN`] bytes of a UDP payload, aligned so that the XDP program fills it
+/// with aligned eight-byte stores (the `fast` module reads it a word at a time), and followed by as many zeros so that an
 /// unaligned read near the end needs no bounds branch (the verifier's view of an index
 /// LLVM has folded into an address can be a few words wider than the real one). The XDP
 /// program copies packet bytes straight into `bytes`; the host builds one with

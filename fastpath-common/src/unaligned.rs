@@ -6,7 +6,8 @@
 //! into eight byte loads and seven shifts; its switch to allow unaligned access instead
 //! applies to the whole object, the stack included, where the verifier refuses every
 //! unaligned access (it merged two byte copies on the stack into an unaligned word, seen
-//! here). So the one place that needs such loads asks for exactly them.
+//! here). So the two places that need such loads, the classifier's reads of the window and
+//! the XDP program's copy of the payload into it, ask for exactly them.
 
 /// The eight bytes at `p`, as a native-endian `u64`.
 ///

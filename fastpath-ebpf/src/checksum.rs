@@ -3,8 +3,8 @@
 //! Everything stays in the packet's own byte order. The one's-complement sum does not care
 //! which byte of a 16-bit word is the high one, as long as every word and the checksum
 //! itself are read the same way (RFC 1071 §2(B)); and 32-bit words sum like the pairs of
-//! 16-bit words they hold, once the carries are folded back in. So addresses are read as
-//! they lie, four bytes to a load, with no byte swaps.
+//! 16-bit words they hold, once the carries are folded back in. So the sum runs over the
+//! addresses' 32-bit words as they lie, with no byte swaps.
 
 /// A checksum being updated; 64 bits hold the carries of any number of 32-bit updates a
 /// header can need before the final fold.
