@@ -32,6 +32,11 @@ pub(crate) fn canonical(window: &Window, len: usize) -> Option<Verdict> {
         return None;
     };
 
+    // Every index from here on is an offset from `start`: seeded with `Window::zero`, none
+    // is a constant to the verifier, so the paths of the different methods, schemes and
+    // numbers lead to equal states, which it walks once (inlined into the XDP program, the
+    // unseeded step cost 230k more instructions verified, this one 30k).
+    let start = start + window.zero();
     let scheme = words.at(start);
     let (tel, digits) = if SIP.matches(scheme) {
         (false, start + 4)

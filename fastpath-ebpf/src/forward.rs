@@ -30,7 +30,6 @@ const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 
 /// Where a rewritten packet leaves, decided before anything is rewritten.
 pub(crate) struct NextHop {
-    ifindex: u32,
     macs: Macs,
     action: u32,
 }
@@ -162,33 +161,35 @@ fn fib(
 
 #[inline(always)]
 fn choose_action(ingress: u32, egress: u32, macs: Macs, tagged: bool) -> Result<NextHop, Counter> {
-    let action = if egress == ingress {
+    let action = if egress == ingress || cfg!(feature = "xdp-tx") {
         xdp_action::XDP_TX
-    } else if !tagged && EGRESS.get(egress).is_some() {
+    } else if !tagged && redirect_to(egress) {
         xdp_action::XDP_REDIRECT
     } else {
         // A tag belongs to the ingress link; unmanaged egress cannot take redirects.
         return Err(Counter::FibFailed);
     };
-    Ok(NextHop {
-        ifindex: egress,
-        macs,
-        action,
-    })
+    Ok(NextHop { macs, action })
+}
+
+/// Asks the kernel to send the frame out of `egress` once the program returns
+/// `XDP_REDIRECT`; false when `EGRESS` does not hold it.
+///
+/// This is also the check that the egress is managed: the helper only records the target
+/// (acted on only for `XDP_REDIRECT`, replaced by the next call), so asking before the
+/// rewrite costs nothing when the program then passes the packet, and saves a second
+/// lookup of the same devmap entry (each kernel call is a return through the
+/// return-stack mitigations of the CPU: `cargo xtask ablation`'s next-hop step).
+#[inline(always)]
+fn redirect_to(egress: u32) -> bool {
+    EGRESS.redirect(egress, xdp_action::XDP_PASS as u64) == Ok(xdp_action::XDP_REDIRECT)
 }
 
 /// Sets the MACs of the next hop and hands the frame over.
 #[inline(always)]
 pub(crate) fn send(ctx: &XdpContext, hop: &NextHop) -> Result<u32, Counter> {
     eth::set_macs(ctx, &hop.macs)?;
-    if hop.action == xdp_action::XDP_TX || cfg!(feature = "xdp-tx") {
-        return Ok(xdp_action::XDP_TX);
-    }
-    // Checked present above; should it vanish in between, the kernel routes the (valid,
-    // rewritten) packet to the same peer.
-    Ok(EGRESS
-        .redirect(hop.ifindex, xdp_action::XDP_PASS as u64)
-        .unwrap_or_else(|pass| pass))
+    Ok(hop.action)
 }
 
 #[inline(always)]

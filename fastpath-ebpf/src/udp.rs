@@ -66,18 +66,28 @@ fn classify_payload(ctx: &XdpContext, offset: usize, len: usize) -> Result<Route
         }
     }
     stop_after!("stop-after-copy");
+    // SAFETY: a whole Window (the map's value); per-CPU slot, no other user during this
+    // program run.
+    let window = unsafe { &*head };
+    // The two steps of `fastpath_common::classify_window`. The canonical one is inlined: a
+    // call costs a return, which the CPU's return-stack mitigations make dear (~25 ns of a
+    // hit here), and seeded as it is, it adds little to the verifier's work.
+    let key = match classify_canonical(window, len) {
+        Some(Verdict::Candidate { key, .. }) => Ok(key),
+        _ => classify_full(window, len),
+    };
+    stop_after!("stop-after-classify", &key);
+    key
+}
+
+/// The full classifier, through its global function.
+#[inline(always)]
+fn classify_full(window: &Window, len: usize) -> Result<RouteKey, Counter> {
     // SAFETY: a plain u64 underneath; written before it is read.
     let mut key: RouteKey = unsafe { core::mem::zeroed() };
-    // The two steps of `fastpath_common::classify_window`, each a global function.
-    // SAFETY: per-CPU slot, no other user during this program run; `key` is on our stack.
-    let outcome = unsafe {
-        match fastpath_classify_canonical(head, len as u64, &mut key) {
-            CANDIDATE => CANDIDATE,
-            _ => fastpath_classify_full(head, len as u64, 0, &mut key),
-        }
-    };
-    stop_after!("stop-after-classify");
-    // Comparisons, not a table: LLVM knows which values the functions return and would
+    // SAFETY: a whole Window and a RouteKey on our stack.
+    let outcome = unsafe { fastpath_classify_full(window, len as u64, 0, &mut key) };
+    // Comparisons, not a table: LLVM knows which values the function returns and would
     // index a table unchecked, which the verifier refuses.
     match outcome {
         CANDIDATE => Ok(key),
@@ -100,38 +110,16 @@ unsafe fn copy_window(from: *const u8, to: *mut u64) {
     }
 }
 
-/// What the classifying functions return for a candidate, whose key they wrote; any other
-/// answer is a `Counter` (or, from the canonical step, "undecided").
+/// What `fastpath_classify_full` returns for a candidate, whose key it wrote; any other
+/// answer is a `Counter`.
 const CANDIDATE: u32 = u32::MAX;
 
-/// [`classify_canonical`] as a BPF global function.
+/// [`classify_seeded`] as a BPF global function.
 ///
 /// Global functions are verified once, for any arguments, instead of once for every path
 /// that reaches them (IPv4 or IPv6, tagged or not, each with the exact length it knows):
-/// that keeps the classifier well inside the verifier's budget.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub unsafe extern "C" fn fastpath_classify_canonical(
-    window: *const Window,
-    len: u64,
-    key: *mut RouteKey,
-) -> u32 {
-    // The verifier checks this function for any arguments, null pointers included.
-    if window.is_null() || key.is_null() {
-        return 0;
-    }
-    // SAFETY: the verifier holds callers to pointers to a whole Window and a RouteKey.
-    match classify_canonical(unsafe { &*window }, len as usize) {
-        Some(Verdict::Candidate { key: found, .. }) => {
-            unsafe { *key = found };
-            CANDIDATE
-        }
-        _ => 0,
-    }
-}
-
-/// [`classify_seeded`] as a BPF global function (see above). `zero` is 0, which the
-/// verifier cannot know: what `classify_seeded` needs to keep its states few.
+/// that keeps its loop over the line well inside the verifier's budget. `zero` is 0, which
+/// the verifier cannot know: what `classify_seeded` needs to keep its states few.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub unsafe extern "C" fn fastpath_classify_full(
@@ -143,7 +131,7 @@ pub unsafe extern "C" fn fastpath_classify_full(
     if window.is_null() || key.is_null() {
         return Counter::Malformed as u32;
     }
-    // SAFETY: as above.
+    // SAFETY: the verifier holds callers to pointers to a whole Window and a RouteKey.
     match classify_seeded(unsafe { &(*window).bytes }, len as usize, zero as u32) {
         Verdict::Candidate { key: found, .. } => {
             unsafe { *key = found };
