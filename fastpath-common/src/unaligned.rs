@@ -1,4 +1,4 @@
-//! Eight bytes at any address in one load.
+//! Four or eight bytes at any address in one load or store.
 //!
 //! For the BPF target this is one instruction written by hand. The kernel's verifier
 //! accepts unaligned packet and map-value loads on architectures with efficient unaligned
@@ -6,8 +6,9 @@
 //! into eight byte loads and seven shifts; its switch to allow unaligned access instead
 //! applies to the whole object, the stack included, where the verifier refuses every
 //! unaligned access (it merged two byte copies on the stack into an unaligned word, seen
-//! here). So the two places that need such loads, the classifier's reads of the window and
-//! the XDP program's copy of the payload into it, ask for exactly them.
+//! here). So the places that need such accesses (the classifier's reads of the window, the
+//! XDP program's copy of the payload into it and its reads and writes of addresses in the
+//! packet and in map values) ask for exactly them.
 
 /// The eight bytes at `p`, as a native-endian `u64`.
 ///
@@ -34,5 +35,55 @@ pub unsafe fn load_u64(p: *const u8) -> u64 {
     // SAFETY: the caller's promise; any bit pattern is a valid u64.
     unsafe {
         p.cast::<u64>().read_unaligned()
+    }
+}
+
+/// The four bytes at `p`, as a native-endian `u32`.
+///
+/// # Safety
+/// As for [`load_u64`], for four bytes.
+#[inline(always)]
+pub unsafe fn load_u32(p: *const u8) -> u32 {
+    #[cfg(target_arch = "bpf")]
+    {
+        let word: u32;
+        // SAFETY: the caller's promise; the instruction only reads.
+        unsafe {
+            core::arch::asm!(
+                "{0} = *(u32 *)({1} + 0)",
+                lateout(reg) word,
+                in(reg) p,
+                options(readonly, nostack, preserves_flags),
+            );
+        }
+        word
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: the caller's promise; any bit pattern is a valid u32.
+    unsafe {
+        p.cast::<u32>().read_unaligned()
+    }
+}
+
+/// Writes `word` (native-endian) to the four bytes at `p`.
+///
+/// # Safety
+/// `p` must be valid for writing four bytes; in BPF, as for [`load_u64`].
+#[inline(always)]
+pub unsafe fn store_u32(p: *mut u8, word: u32) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: the caller's promise; the instruction writes those four bytes only.
+    unsafe {
+        core::arch::asm!(
+            "*(u32 *)({0} + 0) = {1}",
+            in(reg) p,
+            in(reg) word,
+            options(nostack, preserves_flags),
+        );
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: the caller's promise.
+    unsafe {
+        p.cast::<u32>().write_unaligned(word)
     }
 }

@@ -23,16 +23,14 @@ impl ChecksumUpdate {
         Self(self.0 + !u16::from_ne_bytes(old) as u64 + u16::from_ne_bytes(new) as u64)
     }
 
-    /// Replaces an address (4 or 16 bytes at an even offset) by another.
+    /// Replaces the words of an address (one for IPv4, four for IPv6, each at an even
+    /// offset and read as it lies) by others.
     #[inline(always)]
-    pub(crate) fn replace_address<const N: usize>(mut self, old: &[u8; N], new: &[u8; N]) -> Self {
+    pub(crate) fn replace_words<const N: usize>(mut self, old: [u32; N], new: [u32; N]) -> Self {
         let mut i = 0;
-        while i + 3 < N {
-            let word = |bytes: &[u8; N]| {
-                u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]])
-            };
-            self.0 += !word(old) as u64 + word(new) as u64;
-            i += 4;
+        while i < N {
+            self.0 += !old[i] as u64 + new[i] as u64;
+            i += 1;
         }
         self
     }

@@ -34,16 +34,17 @@ pub(crate) struct NextHop {
     action: u32,
 }
 
-/// Addresses in network byte order, as they sit in the packet.
+/// Addresses in network byte order: the source as it sits in the packet, the destination
+/// as words (see `sip::Peer`).
 pub(crate) enum FibQuery<'a> {
     V4 {
         src: &'a [u8; 4],
-        dst: &'a [u8; 4],
+        dst: u32,
         tos: u8,
     },
     V6 {
         src: &'a [u8; 16],
-        dst: &'a [u8; 16],
+        dst: [u32; 4],
         flowinfo: u32,
     },
 }
@@ -59,7 +60,7 @@ pub(crate) enum FibQuery<'a> {
 pub(crate) struct CachedHop {
     /// `bpf_jiffies64` of the lookup; 0 = empty.
     stamp_jiffies: u64,
-    dst: [u8; 16],
+    dst: [u32; 4],
     ingress: u32,
     egress: u32,
     macs: Macs,
@@ -95,7 +96,7 @@ pub(crate) fn next_hop(
         cache.stamp_jiffies != 0
             && now.wrapping_sub(cache.stamp_jiffies) < NEXT_HOP_TTL_JIFFIES
             && cache.ingress == ingress
-            && cache.dst == peer.value.addr
+            && cache.dst == peer.addr
     };
     if fresh && tot_len <= cache.max_len {
         return choose_action(ingress, cache.egress, cache.macs, tagged);
@@ -103,7 +104,7 @@ pub(crate) fn next_hop(
     let (egress, macs) = fib(ctx, ingress, query, tot_len)?;
     *cache = CachedHop {
         stamp_jiffies: now,
-        dst: peer.value.addr,
+        dst: peer.addr,
         ingress,
         egress,
         macs,
@@ -133,13 +134,13 @@ fn fib(
             params.family = AF_INET;
             params.__bindgen_anon_2.tos = tos;
             params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(*src);
-            params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(*dst);
+            params.__bindgen_anon_4.ipv4_dst = dst;
         }
         FibQuery::V6 { src, dst, flowinfo } => {
             params.family = AF_INET6;
             params.__bindgen_anon_2.flowinfo = flowinfo;
-            params.__bindgen_anon_3.ipv6_src = words(src);
-            params.__bindgen_anon_4.ipv6_dst = words(dst);
+            params.__bindgen_anon_3.ipv6_src = stack_words(src);
+            params.__bindgen_anon_4.ipv6_dst = dst;
         }
     }
     // SAFETY: params is a valid, fully initialized lookup struct of the size passed.
@@ -192,8 +193,9 @@ pub(crate) fn send(ctx: &XdpContext, hop: &NextHop) -> Result<u32, Counter> {
     Ok(hop.action)
 }
 
+/// `ref_at::words` for a cold path, byte by byte.
 #[inline(always)]
-fn words(addr: &[u8; 16]) -> [u32; 4] {
+fn stack_words(addr: &[u8; 16]) -> [u32; 4] {
     let mut out = [0u32; 4];
     let mut i = 0;
     while i < 4 {

@@ -8,7 +8,7 @@ use crate::{
     checksum::ChecksumUpdate,
     eth::L2,
     forward::{self, FibQuery},
-    ref_at::{ref_mut_at, remaining},
+    ref_at::{ref_mut_at, remaining, set_word, word},
     sip, stats, udp,
 };
 
@@ -48,15 +48,10 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     if ip.ttl <= 1 {
         return Err(Counter::TtlExpired);
     }
-    let new_dst = [
-        peer.value.addr[0],
-        peer.value.addr[1],
-        peer.value.addr[2],
-        peer.value.addr[3],
-    ];
+    let new_dst = peer.addr[0];
     let query = FibQuery::V4 {
         src: &ip.src_addr,
-        dst: &new_dst,
+        dst: new_dst,
         tos: ip.tos,
     };
     let hop = forward::next_hop(ctx, &peer, query, tot_len, l2.tagged)?;
@@ -64,11 +59,12 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
 
     // Committed: from here on the packet is rewritten completely.
     let udp = request.udp;
-    let new_port = peer.value.port.to_be_bytes();
+    let new_port = peer.port.to_be_bytes();
+    let old_dst = word(&ip.dst_addr, 0);
     if udp.check != [0, 0] {
         // A zero checksum means "none" and stays zero.
         udp.check = ChecksumUpdate::new(udp.check)
-            .replace_address(&ip.dst_addr, &new_dst)
+            .replace_words([old_dst], [new_dst])
             .replace_pair(udp.dst, new_port)
             .finish_udp();
     }
@@ -77,10 +73,10 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     let old_ttl_proto = [ip.ttl, ip.proto];
     ip.ttl -= 1;
     ip.check = ChecksumUpdate::new(ip.check)
-        .replace_address(&ip.dst_addr, &new_dst)
+        .replace_words([old_dst], [new_dst])
         .replace_pair(old_ttl_proto, [ip.ttl, ip.proto])
         .finish();
-    ip.dst_addr = new_dst;
+    set_word(&mut ip.dst_addr, 0, new_dst);
 
     stats::count_peer(peer.id, remaining(ctx, 0));
     forward::send(ctx, &hop)

@@ -8,7 +8,7 @@ use crate::{
     checksum::ChecksumUpdate,
     eth::L2,
     forward::{self, FibQuery},
-    ref_at::{ref_mut_at, remaining},
+    ref_at::{ref_mut_at, remaining, set_word, words},
     sip, stats, udp,
 };
 
@@ -46,7 +46,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     let flowinfo = u32::from_ne_bytes(ip.vcf) & 0x0fff_ffff_u32.to_be();
     let query = FibQuery::V6 {
         src: &ip.src_addr,
-        dst: &peer.value.addr,
+        dst: peer.addr,
         flowinfo,
     };
     // The FIB's MTU check wants the whole datagram, header included (like IPv4's tot_len).
@@ -57,14 +57,16 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     // Committed: from here on the packet is rewritten completely. The hop limit is not
     // covered by any checksum.
     let udp = request.udp;
-    let new_port = peer.value.port.to_be_bytes();
+    let new_port = peer.port.to_be_bytes();
     udp.check = ChecksumUpdate::new(udp.check)
-        .replace_address(&ip.dst_addr, &peer.value.addr)
+        .replace_words(words(&ip.dst_addr), peer.addr)
         .replace_pair(udp.dst, new_port)
         .finish_udp();
     udp.dst = new_port;
     ip.hop_limit -= 1;
-    ip.dst_addr = peer.value.addr;
+    for (i, &value) in peer.addr.iter().enumerate() {
+        set_word(&mut ip.dst_addr, i, value);
+    }
 
     stats::count_peer(peer.id, remaining(ctx, 0));
     forward::send(ctx, &hop)

@@ -5,12 +5,19 @@ use fastpath_common::{
     maps::{FAMILY_IPV4, FAMILY_IPV6, LOCAL_ONLY, LocalAddr, PeerValue},
 };
 
-use crate::maps::{CONFIG, LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTES};
+use crate::{
+    maps::{CONFIG, LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTES},
+    ref_at::{word, words},
+};
 
 /// A peer's slot in `PEERS` and what it holds.
 pub(crate) struct Peer {
     pub(crate) id: u32,
-    pub(crate) value: PeerValue,
+    /// Host byte order.
+    pub(crate) port: u16,
+    /// The address as it lies in `PeerValue` and goes into the packet: IPv4 in the first
+    /// word, the rest zero.
+    pub(crate) addr: [u32; 4],
 }
 
 /// The peer registered for `key`, if it is up and reachable in the packet's address family
@@ -21,11 +28,17 @@ pub(crate) fn peer_for(key: &RouteKey, family: u8) -> Result<Peer, Counter> {
     let route = unsafe { ROUTES.get(key) }.ok_or(Counter::Miss)?;
     let id = route.peer_id;
     stop_after!("stop-after-route");
-    let value = *PEERS.get(id).ok_or(Counter::PeerUnavailable)?;
+    // The fields are read from the map value, not the value copied: `PeerValue` is bytes
+    // (alignment 1), which LLVM copies one at a time.
+    let value: &PeerValue = PEERS.get(id).ok_or(Counter::PeerUnavailable)?;
     if !value.is_up(family) {
         return Err(Counter::PeerUnavailable);
     }
-    Ok(Peer { id, value })
+    Ok(Peer {
+        id,
+        port: value.port,
+        addr: words(&value.addr),
+    })
 }
 
 /// `Ok` unless the daemon asked for local destinations only and `dst` is not one of the
@@ -76,26 +89,20 @@ pub(crate) struct Destination {
 }
 
 impl Destination {
+    /// From the packet's destination address.
     #[inline(always)]
     pub(crate) fn v4(addr: &[u8; 4]) -> Self {
         Self {
-            words: [u32::from_ne_bytes(*addr), 0, 0, 0],
+            words: [word(addr, 0), 0, 0, 0],
             family: FAMILY_IPV4 as u32,
         }
     }
 
+    /// From the packet's destination address.
     #[inline(always)]
     pub(crate) fn v6(addr: &[u8; 16]) -> Self {
-        let word = |i: usize| {
-            u32::from_ne_bytes([
-                addr[4 * i],
-                addr[4 * i + 1],
-                addr[4 * i + 2],
-                addr[4 * i + 3],
-            ])
-        };
         Self {
-            words: [word(0), word(1), word(2), word(3)],
+            words: words(addr),
             family: FAMILY_IPV6 as u32,
         }
     }
