@@ -2,11 +2,11 @@
 
 use fastpath_common::{
     Counter, RouteKey,
-    maps::{FAMILY_IPV4, FAMILY_IPV6, LOCAL_ONLY, LocalAddr, PeerValue},
+    maps::{Config, FAMILY_IPV4, FAMILY_IPV6, LOCAL_ONLY, LocalAddr, PeerValue},
 };
 
 use crate::{
-    maps::{CONFIG, LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTES},
+    maps::{LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTES},
     ref_at::{word, words},
 };
 
@@ -44,13 +44,10 @@ pub(crate) fn peer_for(key: &RouteKey, family: u8) -> Result<Peer, Counter> {
 /// `Ok` unless the daemon asked for local destinations only and `dst` is not one of the
 /// gateway's addresses: then the request is transit traffic, and the kernel routes it.
 #[inline(always)]
-pub(crate) fn addressed_to_us(dst: Destination) -> Result<(), Counter> {
+pub(crate) fn addressed_to_us(config: &Config, dst: Destination) -> Result<(), Counter> {
     if cfg!(feature = "ablate-local-check") {
         return Ok(());
     }
-    let Some(config) = CONFIG.get(0) else {
-        return Ok(());
-    };
     if config.flags & LOCAL_ONLY == 0 {
         return Ok(());
     }

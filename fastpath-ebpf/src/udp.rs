@@ -3,7 +3,7 @@
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use fastpath_common::{
     Counter, RouteKey, SCAN_LEN, Verdict, Window, classify_canonical, classify_seeded,
-    unaligned::load_u64,
+    maps::Config, unaligned::load_u64,
 };
 use network_types::udp::UdpHdr;
 
@@ -16,6 +16,8 @@ use crate::{
 pub(crate) struct SipRequest<'a> {
     pub(crate) udp: &'a mut UdpHdr,
     pub(crate) key: RouteKey,
+    /// Looked up once per packet: each lookup stores its key on the stack and loads it back.
+    pub(crate) config: &'static Config,
 }
 
 /// Parses the UDP header at `offset`, which the IP layer says spans `ip_payload_len` bytes.
@@ -27,10 +29,8 @@ pub(crate) fn parse_sip<'a>(
 ) -> Result<SipRequest<'a>, Counter> {
     // SAFETY: plain data; the only live reference into the packet besides the IP header.
     let udp = unsafe { ref_mut_at::<UdpHdr>(ctx, offset) }?;
-    let sip_port = CONFIG
-        .get(0)
-        .is_some_and(|config| config.is_sip_port(udp.dst_port()));
-    if !sip_port {
+    let config = CONFIG.get(0).ok_or(Counter::NotSip)?;
+    if !config.is_sip_port(udp.dst_port()) {
         return Err(Counter::NotSip);
     }
     let udp_len = udp.len() as usize;
@@ -39,7 +39,7 @@ pub(crate) fn parse_sip<'a>(
     }
     stop_after!("stop-after-headers");
     let key = classify_payload(ctx, offset + UdpHdr::LEN, udp_len - UdpHdr::LEN)?;
-    Ok(SipRequest { udp, key })
+    Ok(SipRequest { udp, key, config })
 }
 
 /// Copies the start of the payload into the per-CPU window and runs the shared classifier.

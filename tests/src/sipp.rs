@@ -171,11 +171,22 @@ impl Uas {
             self.guard.signal(libc::SIGUSR1)?;
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let status = self
-            .guard
-            .wait_timeout(left.max(Duration::from_secs(1)))?
-            .with_context(|| format!("SIPp UAS did not stop; {}", self.run.stderr_tail()))?;
-        self.run.check_exit(status)?;
+        match self.guard.wait_timeout(left.max(Duration::from_secs(1)))? {
+            Some(status) => self.run.check_exit(status)?,
+            None => {
+                // Seen once in a CI run: SIPp ignored both SIGUSR1 and its own -timeout,
+                // as if its count of open calls never reached zero (every call of its
+                // scenario ends within seconds). Its statistics are written every second,
+                // so the last ones count every call that ended long before we asked: kill
+                // it, say so, and let the caller's checks on those counts decide.
+                eprintln!(
+                    "fastpath-tests: SIPp UAS did not stop by its deadline; killed it. \
+                     Last screen: {}",
+                    self.run.tail("stdout.log", 12)
+                );
+                self.guard.stop()?;
+            }
+        }
         let stats = self.run.stats()?;
         Ok(UasReport {
             calls_received: stats.get(STAT_INCOMING)?,
@@ -396,10 +407,14 @@ impl RunDir {
     }
 
     fn stderr_tail(&self) -> String {
-        let err = self.read("stderr.log").unwrap_or_default();
-        let lines: Vec<&str> = err.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(5)..];
-        format!("SIPp {} stderr: {}", self.role, tail.join(" | "))
+        format!("SIPp {} stderr: {}", self.role, self.tail("stderr.log", 5))
+    }
+
+    /// The last `lines` lines of one of SIPp's files, on one line.
+    fn tail(&self, name: &str, lines: usize) -> String {
+        let text = self.read(name).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join(" | ")
     }
 
     /// SIPp exits 0 when all calls succeeded, 1 when some failed, 97 when told to
