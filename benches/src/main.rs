@@ -663,6 +663,14 @@ impl Report {
                 let ratio = drop.map_or(f64::NAN, |d| med / d);
                 println!("{name:<10} {entries:>9} {med:>14.2} {min:>10.2} {ratio:>10.2}");
             }
+            let hit = |name: &str| paths.iter().find(|p| p.0 == name).map(|p| median(&p.1));
+            if let (Some(calibrated), Some(full)) = (hit("hit/calibrate-8-calls"), hit("hit")) {
+                println!(
+                    "one call and its return costs {:.1} ns here ({entries} routes): each kernel \
+                     call on a path (a map lookup, a redirect) costs at least that",
+                    (calibrated - full) / 8.0
+                );
+            }
         }
         for (label, entries, secs) in &self.fills {
             println!("ROUTES fill to {entries} ({label}): {secs:.3} s from empty");

@@ -43,7 +43,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
     }
     let request = udp::parse_sip(ctx, l2.l3 + Ipv4Hdr::LEN, total - Ipv4Hdr::LEN)?;
     let peer = sip::peer_for(&request.key, FAMILY_IPV4)?;
-    sip::addressed_to_us(request.config, sip::Destination::v4(&ip.dst_addr))?;
+    sip::addressed_to_us(request.local, sip::Destination::v4(&ip.dst_addr))?;
     stop_after!("stop-after-local-check");
     if ip.ttl <= 1 {
         return Err(Counter::TtlExpired);

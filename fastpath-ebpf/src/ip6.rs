@@ -38,7 +38,7 @@ pub(crate) fn try_handle(ctx: &XdpContext, l2: &L2) -> Result<u32, Counter> {
         return Err(Counter::Malformed);
     }
     let peer = sip::peer_for(&request.key, FAMILY_IPV6)?;
-    sip::addressed_to_us(request.config, sip::Destination::v6(&ip.dst_addr))?;
+    sip::addressed_to_us(request.local, sip::Destination::v6(&ip.dst_addr))?;
     stop_after!("stop-after-local-check");
     if ip.hop_limit <= 1 {
         return Err(Counter::TtlExpired);

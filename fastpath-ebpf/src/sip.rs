@@ -44,11 +44,11 @@ pub(crate) fn peer_for(key: &RouteKey, family: u8) -> Result<Peer, Counter> {
 /// `Ok` unless the daemon asked for local destinations only and `dst` is not one of the
 /// gateway's addresses: then the request is transit traffic, and the kernel routes it.
 #[inline(always)]
-pub(crate) fn addressed_to_us(config: &Config, dst: Destination) -> Result<(), Counter> {
+pub(crate) fn addressed_to_us(policy: LocalPolicy, dst: Destination) -> Result<(), Counter> {
     if cfg!(feature = "ablate-local-check") {
         return Ok(());
     }
-    if config.flags & LOCAL_ONLY == 0 {
+    if !policy.local_only {
         return Ok(());
     }
     // A hash lookup costs ~50 ns here, and a gateway sees the same few addresses over and
@@ -58,7 +58,7 @@ pub(crate) fn addressed_to_us(config: &Config, dst: Destination) -> Result<(), C
     let last = unsafe { &mut *last };
     // Whole aligned words: a `LocalAddr` (bytes, alignment 1) took two byte-wise memset
     // calls to build and byte loads to compare, 33 ns of a hit (`cargo xtask ablation`).
-    if last.epoch == config.local_epoch && last.family == dst.family && last.words == dst.words {
+    if last.epoch == policy.epoch && last.family == dst.family && last.words == dst.words {
         return Ok(());
     }
     let key = LocalAddr {
@@ -74,9 +74,27 @@ pub(crate) fn addressed_to_us(config: &Config, dst: Destination) -> Result<(), C
     *last = LastLocal {
         words: dst.words,
         family: dst.family,
-        epoch: config.local_epoch,
+        epoch: policy.epoch,
     };
     Ok(())
+}
+
+/// What `CONFIG` says about local destinations.
+#[derive(Clone, Copy)]
+pub(crate) struct LocalPolicy {
+    local_only: bool,
+    /// `Config::local_epoch`.
+    epoch: u32,
+}
+
+impl LocalPolicy {
+    #[inline(always)]
+    pub(crate) fn of(config: &Config) -> Self {
+        Self {
+            local_only: config.flags & LOCAL_ONLY != 0,
+            epoch: config.local_epoch,
+        }
+    }
 }
 
 /// A packet's destination address as whole words, in the byte order of the packet.

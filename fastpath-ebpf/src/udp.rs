@@ -3,21 +3,22 @@
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use fastpath_common::{
     Counter, RouteKey, SCAN_LEN, Verdict, Window, classify_canonical, classify_seeded,
-    maps::Config, unaligned::load_u64,
+    unaligned::load_u64,
 };
 use network_types::udp::UdpHdr;
 
 use crate::{
     maps::{CONFIG, SCAN_WINDOW},
     ref_at::ref_mut_at,
+    sip::LocalPolicy,
 };
 
 /// The UDP header of a SIP packet and the number its request line dials.
 pub(crate) struct SipRequest<'a> {
     pub(crate) udp: &'a mut UdpHdr,
     pub(crate) key: RouteKey,
-    /// Looked up once per packet: each lookup stores its key on the stack and loads it back.
-    pub(crate) config: &'static Config,
+    /// Read with the SIP ports: one `CONFIG` lookup per packet.
+    pub(crate) local: LocalPolicy,
 }
 
 /// Parses the UDP header at `offset`, which the IP layer says spans `ip_payload_len` bytes.
@@ -33,13 +34,16 @@ pub(crate) fn parse_sip<'a>(
     if !config.is_sip_port(udp.dst_port()) {
         return Err(Counter::NotSip);
     }
+    // Values, not the reference: LLVM has been seen to spill half of a map value pointer
+    // kept across the classifier, which the verifier refuses.
+    let local = LocalPolicy::of(config);
     let udp_len = udp.len() as usize;
     if udp_len != ip_payload_len || udp_len < UdpHdr::LEN {
         return Err(Counter::Malformed);
     }
     stop_after!("stop-after-headers");
     let key = classify_payload(ctx, offset + UdpHdr::LEN, udp_len - UdpHdr::LEN)?;
-    Ok(SipRequest { udp, key, config })
+    Ok(SipRequest { udp, key, local })
 }
 
 /// Copies the start of the payload into the per-CPU window and runs the shared classifier.

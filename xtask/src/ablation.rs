@@ -17,6 +17,8 @@ const VARIANTS: &[(&str, &str)] = &[
     ("no-hop-check", "ablate-hop-check"),
     ("no-outcome-stats", "ablate-outcome-stats"),
     ("xdp-tx", "xdp-tx"),
+    // Not an ablation: the full program plus eight empty calls (see the bench's report).
+    ("calibrate-8-calls", "calibrate-calls"),
     (
         "none-of-these",
         "ablate-local-check,ablate-peer-stats,ablate-hop-check,ablate-outcome-stats",
