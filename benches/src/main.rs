@@ -21,6 +21,7 @@
 
 mod frames;
 mod generator;
+mod jit;
 mod proxy;
 mod rawbpf;
 mod sync;
@@ -121,6 +122,10 @@ struct Args {
     /// measured on the hit beside the daemon's object, in the same rounds.
     #[arg(long, value_name = "DIR")]
     variants: Option<PathBuf>,
+    /// Write the JIT's machine code of the daemon's program here once it is loaded
+    /// (`cargo xtask profile`).
+    #[arg(long, value_name = "DIR")]
+    jit_dump: Option<PathBuf>,
 }
 
 /// Removes the benchmark's pin directory (maps pinned by `fastpath::xdp::load`).
@@ -354,6 +359,9 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
     // Headroom under the verifier's 1M-instruction budget bounds how far the classifier
     // can grow (its scan window above all).
     report.note_verified("fastpath", fastpath::xdp::program(&mut ebpf)?)?;
+    if let Some(dir) = &args.jit_dump {
+        jit::dump(fastpath::xdp::program(&mut ebpf)?, dir)?;
+    }
     // The variants adopt the pinned maps (routes, peers, config, counters) loaded above.
     let mut variants = Vec::new();
     for (name, object) in variant_objects(args)? {

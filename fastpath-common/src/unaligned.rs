@@ -10,65 +10,47 @@
 //! XDP program's copy of the payload into it and its reads and writes of addresses in the
 //! packet and in map values) ask for exactly them.
 
-/// The eight bytes at `p`, as a native-endian `u64`.
-///
-/// # Safety
-/// `p` must be valid for reading eight bytes. In BPF, it must point into a map value or the
-/// packet (never the stack), with the bounds known to the verifier.
-#[inline(always)]
-pub unsafe fn load_u64(p: *const u8) -> u64 {
-    #[cfg(target_arch = "bpf")]
-    {
-        let word: u64;
-        // SAFETY: the caller's promise; the instruction only reads.
-        unsafe {
-            core::arch::asm!(
-                "{0} = *(u64 *)({1} + 0)",
-                lateout(reg) word,
-                in(reg) p,
-                options(readonly, nostack, preserves_flags),
-            );
+/// `pub unsafe fn $name(p: *const u8) -> $ty`: the bytes at `p`, native-endian, in one
+/// `$size` load.
+macro_rules! load {
+    ($name:ident, $ty:ty, $size:literal, $bytes:literal) => {
+        #[doc = concat!("The ", $bytes, " bytes at `p`, as a native-endian `", stringify!($ty), "`.")]
+        ///
+        /// # Safety
+        /// `p` must be valid for reading that many bytes. In BPF, it must point into a map
+        /// value or the packet (never the stack), with the bounds known to the verifier.
+        #[inline(always)]
+        pub unsafe fn $name(p: *const u8) -> $ty {
+            #[cfg(target_arch = "bpf")]
+            {
+                let word: $ty;
+                // SAFETY: the caller's promise; the instruction only reads.
+                unsafe {
+                    core::arch::asm!(
+                        concat!("{0} = *(", $size, " *)({1} + 0)"),
+                        lateout(reg) word,
+                        in(reg) p,
+                        options(readonly, nostack, preserves_flags),
+                    );
+                }
+                word
+            }
+            #[cfg(not(target_arch = "bpf"))]
+            // SAFETY: the caller's promise; any bit pattern is a valid integer.
+            unsafe {
+                p.cast::<$ty>().read_unaligned()
+            }
         }
-        word
-    }
-    #[cfg(not(target_arch = "bpf"))]
-    // SAFETY: the caller's promise; any bit pattern is a valid u64.
-    unsafe {
-        p.cast::<u64>().read_unaligned()
-    }
+    };
 }
 
-/// The four bytes at `p`, as a native-endian `u32`.
-///
-/// # Safety
-/// As for [`load_u64`], for four bytes.
-#[inline(always)]
-pub unsafe fn load_u32(p: *const u8) -> u32 {
-    #[cfg(target_arch = "bpf")]
-    {
-        let word: u32;
-        // SAFETY: the caller's promise; the instruction only reads.
-        unsafe {
-            core::arch::asm!(
-                "{0} = *(u32 *)({1} + 0)",
-                lateout(reg) word,
-                in(reg) p,
-                options(readonly, nostack, preserves_flags),
-            );
-        }
-        word
-    }
-    #[cfg(not(target_arch = "bpf"))]
-    // SAFETY: the caller's promise; any bit pattern is a valid u32.
-    unsafe {
-        p.cast::<u32>().read_unaligned()
-    }
-}
+load!(load_u64, u64, "u64", "eight");
+load!(load_u32, u32, "u32", "four");
 
 /// Writes `word` (native-endian) to the four bytes at `p`.
 ///
 /// # Safety
-/// `p` must be valid for writing four bytes; in BPF, as for [`load_u64`].
+/// `p` must be valid for writing four bytes; in BPF, as for [`load_u32`].
 #[inline(always)]
 pub unsafe fn store_u32(p: *mut u8, word: u32) {
     #[cfg(target_arch = "bpf")]

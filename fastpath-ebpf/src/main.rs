@@ -74,14 +74,20 @@ fn try_handle_sip(ctx: &XdpContext) -> Result<u32, Counter> {
 /// the hit path makes as few calls as it can (a map lookup is one or more). Returns 0.
 #[inline(always)]
 fn calibrate_calls() -> u64 {
-    let mut value = 0;
-    for _ in 0..8 {
-        value = fastpath_calibrate(core::hint::black_box(value));
+    #[cfg(feature = "calibrate-calls")]
+    {
+        let mut value = 0;
+        for _ in 0..8 {
+            value = fastpath_calibrate(core::hint::black_box(value));
+        }
+        value
     }
-    value
+    #[cfg(not(feature = "calibrate-calls"))]
+    0
 }
 
 /// Flips the lowest bit: eight calls leave 0 as it was.
+#[cfg(feature = "calibrate-calls")]
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn fastpath_calibrate(value: u64) -> u64 {

@@ -1,8 +1,10 @@
-//! `cargo xtask setup | build | run | demo | test | bench`: the project's own commands.
+//! `cargo xtask setup | build | run | demo | test | ablation | profile | bench`: the
+//! project's own commands.
 //! Every command first installs what a fresh machine lacks (idempotently).
 
 mod ablation;
 mod demo;
+mod profile;
 mod setup;
 
 use std::process::Command;
@@ -35,6 +37,12 @@ enum Task {
     /// Build the XDP program's ablation variants and measure their hit path beside the
     /// full program in one benchmark run (extra arguments go to `fastpath-bench`).
     Ablation {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Profile the XDP program with perf while the per-packet benchmark runs: the kernel
+    /// symbols that took the time and the program's hottest instructions.
+    Profile {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -101,6 +109,11 @@ fn task(task: Task) -> Result<()> {
             ];
             all.extend(args);
             cargo(&["run", "--release", "-p", "fastpath-bench", "--"], &all)
+        }
+        Task::Profile { args } => {
+            setup::run()?;
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            profile::run(&root, &args)
         }
         Task::Bench { args } => {
             setup::run()?;
