@@ -1485,6 +1485,24 @@ fn vlan_tagged_hit_passes() -> Result<()> {
     })
 }
 
+/// The FIB may answer with an interface the daemon does not manage (not in `EGRESS`): the
+/// program cannot redirect there, so the hit passes unchanged for the kernel to route,
+/// while a hit back out of the ingress (XDP_TX, no redirect) is still forwarded.
+#[test]
+fn hits_towards_an_unmanaged_egress_pass() -> Result<()> {
+    with_gateway("pkun", |gw| {
+        gw.xdp.set_egress(&[])?;
+        let md = Some(gw.md);
+        let v4 = build(&v4_frame(&invite(V4_NUMBER)));
+        gw.xdp.assert_pass("IPv4", &v4, md, Counter::FibFailed);
+        let v6 = build(&v6_frame(&invite(V6_NUMBER)));
+        gw.xdp.assert_pass("IPv6", &v6, md, Counter::FibFailed);
+        let to = gw.to_caller;
+        gw.assert_sent("back out of the ingress", &v4_frame(&invite(TX_NUMBER)), to)?;
+        Ok(())
+    })
+}
+
 #[test]
 fn invite_ack_cancel_all_hit() -> Result<()> {
     with_gateway("pkm", |gw| {
