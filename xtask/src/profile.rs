@@ -35,6 +35,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let jit = out.join("jit");
 
     step("sampling the machine while the benchmark runs");
+    // 60 rounds (about 10 s of packets) unless the caller says otherwise.
+    let rounds: &[&str] = if args.iter().any(|a| a.starts_with("--rounds")) {
+        &[]
+    } else {
+        &["--rounds", "60"]
+    };
     let status = Command::new("perf")
         .args(["record", "-e", "cpu-clock", "-F", "4999", "-a", "-q", "-o"])
         .arg(&data)
@@ -47,7 +53,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "--only-size",
             "1m",
         ])
-        .args(["--rounds", "60", "--jit-dump"])
+        .args(rounds)
+        .arg("--jit-dump")
         .arg(&jit)
         .args(args)
         .status()
