@@ -1503,6 +1503,26 @@ fn hits_towards_an_unmanaged_egress_pass() -> Result<()> {
     })
 }
 
+/// The verifier processes at most 1M instructions per program; this one needs about 0.53M
+/// (DESIGN §4: keep the scan bounded). A change that eats most of the headroom fails here,
+/// on the kernel the project targets, rather than as a load error on a gateway whose
+/// verifier counts a little differently. `cargo xtask bench` prints the count too.
+#[test]
+fn the_program_verifies_with_headroom() -> Result<()> {
+    const CEILING: u32 = 750_000;
+    let mut xdp = Harness::new("pkvf")?;
+    let program = fastpath::xdp::program(&mut xdp.ebpf)?;
+    let processed = program
+        .info()?
+        .verified_instruction_count()
+        .context("the kernel reports no verified instruction count")?;
+    ensure!(
+        processed <= CEILING,
+        "the verifier processed {processed} instructions, over {CEILING} of its 1M budget"
+    );
+    Ok(())
+}
+
 #[test]
 fn invite_ack_cancel_all_hit() -> Result<()> {
     with_gateway("pkm", |gw| {
