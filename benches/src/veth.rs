@@ -252,6 +252,10 @@ fn measure(
 
 /// Fills `ROUTES` with the per-packet benchmark's numbers (the hit number among them).
 fn fill_routes(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
+    let keys: Vec<RouteKey> = (0..ROUTES)
+        .map(crate::route_key)
+        .collect::<Result<_, _>>()?;
+    crate::admit(ebpf, &keys)?;
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(
         ebpf.map_mut(fastpath_common::maps::ROUTES)
             .context("ROUTES map missing")?,
@@ -261,13 +265,11 @@ fn fill_routes(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
         generation: crate::GENERATION,
     };
     let start = Instant::now();
-    for i in 0..ROUTES {
+    for (i, key) in keys.iter().enumerate() {
         if i % 65536 == 0 {
             crate::check_stop()?;
         }
-        routes
-            .insert(crate::route_key(i)?, value, 0)
-            .context("filling ROUTES")?;
+        routes.insert(key, value, 0).context("filling ROUTES")?;
     }
     eprintln!(
         "veth: ROUTES filled with {ROUTES} numbers in {:.1} s",

@@ -15,6 +15,7 @@ pub const CONFIG: &str = "CONFIG";
 pub const EGRESS: &str = "EGRESS";
 pub const PEER_STATS: &str = "PEER_STATS";
 pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+pub const ROUTE_FILTER: &str = "ROUTE_FILTER";
 
 /// Default capacity of `ROUTES` (the daemon may resize it before load).
 pub const DEFAULT_MAX_ROUTES: u32 = 1 << 20;
@@ -28,6 +29,30 @@ pub const MAX_LOCAL_ADDRS: u32 = 1024;
 pub const MAX_SIP_PORTS: usize = 8;
 /// Used when the `CONFIG` slot holds no port at all (a freshly created map).
 pub const DEFAULT_SIP_PORT: u16 = 5060;
+
+/// Words of `ROUTE_FILTER`, a Bloom filter over the keys in `ROUTES`: 2^23 bits (1 MiB),
+/// eight per key at a million routes, so about one unregistered number in twenty reaches
+/// the hash map. The XDP program reads it before `ROUTES`: an array lookup is a few
+/// instructions, a hash-map lookup three or four kernel calls, which is most of a miss.
+pub const FILTER_WORDS: u32 = 1 << 17;
+
+/// The two bits of `key` in `ROUTE_FILTER`, as (word index, mask). The daemon sets both
+/// before it writes the key to `ROUTES`, so a key in `ROUTES` always has them; a number
+/// without both is not registered. Bits are cleared only when the daemon rebuilds the
+/// filter from what `ROUTES` holds.
+#[inline(always)]
+pub const fn filter_probes(key: crate::RouteKey) -> [(u32, u64); 2] {
+    // Two multiplicative hashes; each bit index is the top 23 bits of a product.
+    let first = key.to_bits().wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let second = (first ^ (first >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    [filter_probe(first), filter_probe(second)]
+}
+
+#[inline(always)]
+const fn filter_probe(hash: u64) -> (u32, u64) {
+    let bit = (hash >> (64 - 23)) as u32;
+    (bit >> 6, 1 << (bit & 63))
+}
 
 /// `ROUTES` value: which peer a registered number goes to.
 #[repr(C)]
@@ -166,5 +191,30 @@ mod tests {
         custom.sip_ports[3] = 5080;
         assert!(custom.is_sip_port(5080));
         assert!(!custom.is_sip_port(5060));
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    extern crate std;
+    use std::{collections::HashSet, format};
+
+    use super::*;
+    use crate::normalize_number;
+
+    #[test]
+    fn probes_stay_in_the_filter_and_spread() {
+        let mut words = HashSet::new();
+        for n in 0..10_000u64 {
+            let key = normalize_number(format!("1555{n:07}").as_bytes()).unwrap();
+            for (word, mask) in filter_probes(key) {
+                assert!(word < FILTER_WORDS, "{key}: word {word}");
+                assert_eq!(mask.count_ones(), 1);
+                words.insert(word);
+            }
+        }
+        // 20k probes over 131k words: nearly all distinct if the hash spreads sequential
+        // numbers (a clumping hash would put them in a few words).
+        assert!(words.len() > 18_000, "{} distinct words", words.len());
     }
 }

@@ -8,14 +8,18 @@ use aya_ebpf::{
 use fastpath_common::{
     Counter, RouteKey, Window,
     maps::{
-        Config, DEFAULT_MAX_ROUTES, LocalAddr, MAX_EGRESS, MAX_LOCAL_ADDRS, MAX_PEERS,
-        PeerCounters, PeerValue, RouteValue,
+        Config, DEFAULT_MAX_ROUTES, FILTER_WORDS, LocalAddr, MAX_EGRESS, MAX_LOCAL_ADDRS,
+        MAX_PEERS, PeerCounters, PeerValue, RouteValue,
     },
 };
 
 /// Registered numbers → peer. The daemon is the only writer.
 #[map]
 pub(crate) static ROUTES: HashMap<RouteKey, RouteValue> = HashMap::pinned(DEFAULT_MAX_ROUTES, 0);
+
+/// A Bloom filter over `ROUTES`' keys (see `fastpath_common::maps::filter_probes`).
+#[map]
+pub(crate) static ROUTE_FILTER: Array<u64> = Array::pinned(FILTER_WORDS, 0);
 
 /// Peer id → address and health.
 #[map]

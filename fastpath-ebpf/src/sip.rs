@@ -2,11 +2,11 @@
 
 use fastpath_common::{
     Counter, RouteKey,
-    maps::{Config, FAMILY_IPV4, FAMILY_IPV6, LOCAL_ONLY, LocalAddr, PeerValue},
+    maps::{Config, FAMILY_IPV4, FAMILY_IPV6, LOCAL_ONLY, LocalAddr, PeerValue, filter_probes},
 };
 
 use crate::{
-    maps::{LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTES},
+    maps::{LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTE_FILTER, ROUTES},
     ref_at::{word, words},
 };
 
@@ -24,6 +24,9 @@ pub(crate) struct Peer {
 /// (a transparent rewrite cannot change family; the proxy can).
 #[inline(always)]
 pub(crate) fn peer_for(key: &RouteKey, family: u8) -> Result<Peer, Counter> {
+    if !may_be_routed(*key) {
+        return Err(Counter::Miss);
+    }
     // SAFETY: the value is copied out before any map update could free it.
     let route = unsafe { ROUTES.get(key) }.ok_or(Counter::Miss)?;
     let id = route.peer_id;
@@ -39,6 +42,18 @@ pub(crate) fn peer_for(key: &RouteKey, family: u8) -> Result<Peer, Counter> {
         port: value.port,
         addr: words(&value.addr),
     })
+}
+
+/// Whether `ROUTE_FILTER` has both bits of `key`: false means `ROUTES` does not hold it,
+/// known for the price of two array reads instead of a hash-map lookup.
+#[inline(always)]
+fn may_be_routed(key: RouteKey) -> bool {
+    if cfg!(feature = "ablate-route-filter") {
+        return true;
+    }
+    filter_probes(key)
+        .iter()
+        .all(|&(word, mask)| ROUTE_FILTER.get(word).is_some_and(|bits| bits & mask != 0))
 }
 
 /// `Ok` unless the daemon asked for local destinations only and `dst` is not one of the

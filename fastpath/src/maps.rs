@@ -1,11 +1,11 @@
 //! Typed handles on the maps the XDP program reads; the daemon is their only writer.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, os::fd::AsFd};
 
 use anyhow::Context;
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, xdp::DevMapHash},
+    maps::{Array, HashMap, IterableMap, MapData, xdp::DevMapHash},
 };
 use fastpath_common::{
     RouteKey,
@@ -16,6 +16,7 @@ use fastpath_common::{
 
 use crate::{
     config::Config,
+    route_filter::RouteFilter,
     routing::{Peer, RouteTable},
 };
 
@@ -63,6 +64,14 @@ pub fn sync_table(
         }
     }
 
+    {
+        // Filter bits first: a key in `ROUTES` always has them (`route_filter`).
+        let filter: Array<_, u64> = Array::try_from(map(ebpf, maps::ROUTE_FILTER)?)?;
+        let fd = filter.map().fd().as_fd();
+        RouteFilter::read(fd)
+            .and_then(|mut words| words.add(fd, table_routes.iter().map(|&(key, _)| key)))
+            .context("writing ROUTE_FILTER")?;
+    }
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(map(ebpf, maps::ROUTES)?)?;
     for &(key, peer_id) in &table_routes {
         let value = RouteValue {

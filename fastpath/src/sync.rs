@@ -34,7 +34,7 @@ use std::{
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
 use fastpath_common::{
     RouteKey,
-    maps::{self as names, MAX_PEERS, PeerValue, RouteValue},
+    maps::{self as names, FILTER_WORDS, MAX_PEERS, PeerValue, RouteValue},
 };
 use rustc_hash::FxHashMap as StdHashMap;
 use tokio::sync::{
@@ -46,6 +46,7 @@ use tracing::{info, warn};
 use crate::{
     maps::peer_address,
     registry::{NumberRecord, Registry, RoutableNumber, Store, number::route_key, service::Change},
+    route_filter::RouteFilter,
     routing::RouteTable,
     verify::Channel,
 };
@@ -76,6 +77,9 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> SyncError {
 pub struct RouteMaps {
     pub routes: HashMap<MapData, RouteKey, RouteValue>,
     pub peers: Array<MapData, PeerValue>,
+    /// `ROUTE_FILTER`, and what it holds.
+    pub filter: Array<MapData, u64>,
+    filter_words: RouteFilter,
 }
 
 impl RouteMaps {
@@ -86,9 +90,18 @@ impl RouteMaps {
                 .and_then(Map::from_map_data)
                 .map_err(map_err(name))
         };
+        let filter: Array<MapData, u64> =
+            Array::try_from(open(names::ROUTE_FILTER)?).map_err(map_err(names::ROUTE_FILTER))?;
+        let filter_words =
+            RouteFilter::read(filter.map().fd().as_fd()).map_err(|source| SyncError::Batch {
+                op: "filter read",
+                source,
+            })?;
         Ok(Self {
             routes: HashMap::try_from(open(names::ROUTES)?).map_err(map_err(names::ROUTES))?,
             peers: Array::try_from(open(names::PEERS)?).map_err(map_err(names::PEERS))?,
+            filter,
+            filter_words,
         })
     }
 
@@ -97,7 +110,27 @@ impl RouteMaps {
         Ok(Self {
             routes: HashMap::create(max_routes, 0).map_err(map_err(names::ROUTES))?,
             peers: Array::create(MAX_PEERS, 0).map_err(map_err(names::PEERS))?,
+            filter: Array::create(FILTER_WORDS, 0).map_err(map_err(names::ROUTE_FILTER))?,
+            filter_words: RouteFilter::empty(),
         })
+    }
+}
+
+impl RouteMaps {
+    /// Sets the filter bits of `keys`: before they go into `ROUTES`.
+    fn admit(&mut self, keys: impl IntoIterator<Item = RouteKey>) -> Result<(), SyncError> {
+        let fd = self.filter.map().fd().as_fd();
+        self.filter_words
+            .add(fd, keys)
+            .map_err(|source| SyncError::Batch {
+                op: "filter update",
+                source,
+            })
+    }
+
+    /// Whether the filter lets `key` through to `ROUTES` (tests).
+    pub fn filter_may_hold(&self, key: RouteKey) -> bool {
+        self.filter_words.may_hold(key)
     }
 }
 
@@ -310,7 +343,7 @@ impl Syncer {
     /// Feed it the registry's numbers in chunks (written as they come, so reading the
     /// registry and writing the map overlap), then [`Syncer::finish`] it.
     pub fn begin(&mut self) -> Result<Pass, SyncError> {
-        let Some(maps) = &self.maps else {
+        let Some(maps) = &mut self.maps else {
             // Only the table: it holds what the last pass wrote, slots included.
             let existing = self
                 .desired
@@ -349,6 +382,15 @@ impl Syncer {
             })?
             .into_iter()
             .collect();
+        // The filter as `ROUTES` is now: stale bits of removed routes go, every present
+        // key keeps its bits (an earlier daemon's filter, or none, is repaired here).
+        let filter = maps.filter.map().fd().as_fd();
+        maps.filter_words
+            .rebuild(filter, existing.keys().copied())
+            .map_err(|source| SyncError::Batch {
+                op: "filter rebuild",
+                source,
+            })?;
         self.peers = table;
         Ok(self.pass(existing))
     }
@@ -405,9 +447,10 @@ impl Syncer {
     }
 
     fn write_routes(&mut self, keys: &[RouteKey], values: &[RouteValue]) -> Result<(), SyncError> {
-        let Some(maps) = &self.maps else {
+        let Some(maps) = &mut self.maps else {
             return Ok(());
         };
+        maps.admit(keys.iter().copied())?;
         let fd = maps.routes.map().fd().as_fd();
         batch::update(fd, keys, values).map_err(|source| SyncError::Batch {
             op: "update",
@@ -502,6 +545,7 @@ impl Syncer {
                     generation: self.generation,
                 };
                 if let Some(maps) = &mut self.maps {
+                    maps.admit([key])?;
                     maps.routes
                         .insert(key, value, 0)
                         .map_err(map_err(names::ROUTES))?;
@@ -859,6 +903,48 @@ mod tests {
             a_id
         );
         assert_eq!(peer_of(&s, "15550100001"), Some(A.parse().unwrap()));
+    }
+
+    /// Reads `ROUTE_FILTER` back from the map and checks it against every key in `ROUTES`.
+    fn assert_filter_covers_routes(s: &Syncer) {
+        let maps = s.maps.as_ref().unwrap();
+        let words = RouteFilter::read(maps.filter.map().fd().as_fd()).unwrap();
+        let routes = maps.routes.map().fd().as_fd();
+        for (key, _) in batch::lookup_all::<RouteKey, RouteValue>(routes).unwrap() {
+            assert!(
+                words.may_hold(key),
+                "{key} is routed but the filter stops it"
+            );
+        }
+    }
+
+    /// The XDP program reads `ROUTE_FILTER` before `ROUTES`: every routed number must have
+    /// its bits in the map, after a load, an incremental change and a shrinking reconcile.
+    /// The bits of removed numbers go when the next reconcile rebuilds the filter.
+    #[test]
+    fn every_routed_number_passes_the_route_filter() {
+        let mut s = Syncer::new(RouteMaps::standalone(4096).unwrap(), 7, []);
+        let numbers: Vec<_> = (0..2000)
+            .map(|n| routable(&format!("1555{n:07}"), A))
+            .collect();
+        s.reconcile(&numbers).unwrap();
+        assert_filter_covers_routes(&s);
+        s.apply(&record("15559999999", B, State::Verified), 0)
+            .unwrap();
+        assert_filter_covers_routes(&s);
+        s.reconcile(&numbers[..10]).unwrap();
+        s.reconcile(&numbers[..10]).unwrap();
+        assert_filter_covers_routes(&s);
+        let maps = s.maps.as_ref().unwrap();
+        let stopped = numbers[10..]
+            .iter()
+            .filter(|n| !maps.filter_may_hold(n.key))
+            .count();
+        // Ten keys left in 2^23 bits: practically no removed number gets through.
+        assert!(
+            stopped >= 1980,
+            "only {stopped} of 1990 removed numbers stopped"
+        );
     }
 
     #[test]
