@@ -437,7 +437,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
         }
         let entries_usize = entries as usize;
         // Outside the timed fill: the daemon's sync writes the filter as well.
-        admit(&mut ebpf, &keys[filled..entries_usize])?;
+        fastpath::maps::admit_routes(&mut ebpf, keys[filled..entries_usize].iter().copied())?;
         {
             let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(
                 ebpf.map_mut(fastpath_common::maps::ROUTES)
@@ -728,21 +728,6 @@ fn median(samples: &[f64]) -> f64 {
 
 fn minimum(samples: &[f64]) -> f64 {
     samples.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-/// Sets the `ROUTE_FILTER` bits of `keys`, as the daemon does before it writes them to
-/// `ROUTES`.
-fn admit(ebpf: &mut aya::Ebpf, keys: &[RouteKey]) -> anyhow::Result<()> {
-    use aya::maps::IterableMap;
-    use std::os::fd::AsFd;
-    let filter: aya::maps::Array<_, u64> = aya::maps::Array::try_from(
-        ebpf.map_mut(fastpath_common::maps::ROUTE_FILTER)
-            .context("ROUTE_FILTER map missing")?,
-    )?;
-    let fd = filter.map().fd().as_fd();
-    let mut words = fastpath::route_filter::RouteFilter::read(fd)?;
-    words.add(fd, keys.iter().copied())?;
-    Ok(())
 }
 
 /// The variant objects in `--variants DIR`, by file name, sorted.

@@ -255,7 +255,7 @@ fn fill_routes(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
     let keys: Vec<RouteKey> = (0..ROUTES)
         .map(crate::route_key)
         .collect::<Result<_, _>>()?;
-    crate::admit(ebpf, &keys)?;
+    fastpath::maps::admit_routes(ebpf, keys.iter().copied())?;
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(
         ebpf.map_mut(fastpath_common::maps::ROUTES)
             .context("ROUTES map missing")?,

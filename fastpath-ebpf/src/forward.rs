@@ -11,6 +11,7 @@ use fastpath_common::Counter;
 use crate::{
     eth::{self, Macs},
     maps::{EGRESS, NEXT_HOPS},
+    ref_at::{word, words},
     sip::Peer,
 };
 
@@ -133,13 +134,13 @@ fn fib(
         FibQuery::V4 { src, dst, tos } => {
             params.family = AF_INET;
             params.__bindgen_anon_2.tos = tos;
-            params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(*src);
+            params.__bindgen_anon_3.ipv4_src = word(src, 0);
             params.__bindgen_anon_4.ipv4_dst = dst;
         }
         FibQuery::V6 { src, dst, flowinfo } => {
             params.family = AF_INET6;
             params.__bindgen_anon_2.flowinfo = flowinfo;
-            params.__bindgen_anon_3.ipv6_src = stack_words(src);
+            params.__bindgen_anon_3.ipv6_src = words(src);
             params.__bindgen_anon_4.ipv6_dst = dst;
         }
     }
@@ -191,21 +192,4 @@ fn redirect_to(egress: u32) -> bool {
 pub(crate) fn send(ctx: &XdpContext, hop: &NextHop) -> Result<u32, Counter> {
     eth::set_macs(ctx, &hop.macs)?;
     Ok(hop.action)
-}
-
-/// `ref_at::words` for a cold path, byte by byte.
-#[inline(always)]
-fn stack_words(addr: &[u8; 16]) -> [u32; 4] {
-    let mut out = [0u32; 4];
-    let mut i = 0;
-    while i < 4 {
-        out[i] = u32::from_ne_bytes([
-            addr[4 * i],
-            addr[4 * i + 1],
-            addr[4 * i + 2],
-            addr[4 * i + 3],
-        ]);
-        i += 1;
-    }
-    out
 }

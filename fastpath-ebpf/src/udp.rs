@@ -55,8 +55,8 @@ fn classify_payload(ctx: &XdpContext, offset: usize, len: usize) -> Result<Route
     }
     // The window lives in a per-CPU map, not on the stack: no zeroing per packet (bytes past
     // `len` may be read but never decide: see the length check at the end of
-    // `fastpath_common`'s canonical classifier), and LLVM cannot turn `base + i` into `base | i` on a pointer
-    // it believes aligned, which the verifier rejects.
+    // `fastpath_common`'s canonical classifier), and LLVM cannot turn `base + i` into
+    // `base | i` on a pointer it believes aligned, which the verifier rejects.
     let head = SCAN_WINDOW.get_ptr_mut(0).ok_or(Counter::Malformed)?;
     let start = ctx.data() + offset;
     if len == SCAN_LEN && start + SCAN_LEN <= ctx.data_end() {

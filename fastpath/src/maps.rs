@@ -64,14 +64,8 @@ pub fn sync_table(
         }
     }
 
-    {
-        // Filter bits first: a key in `ROUTES` always has them (`route_filter`).
-        let filter: Array<_, u64> = Array::try_from(map(ebpf, maps::ROUTE_FILTER)?)?;
-        let fd = filter.map().fd().as_fd();
-        RouteFilter::read(fd)
-            .and_then(|mut words| words.add(fd, table_routes.iter().map(|&(key, _)| key)))
-            .context("writing ROUTE_FILTER")?;
-    }
+    // Filter bits first: a key in `ROUTES` always has them (`route_filter`).
+    admit_routes(ebpf, table_routes.iter().map(|&(key, _)| key))?;
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(map(ebpf, maps::ROUTES)?)?;
     for &(key, peer_id) in &table_routes {
         let value = RouteValue {
@@ -188,6 +182,20 @@ pub fn peer_value_for(address: std::net::SocketAddr) -> PeerValue {
         family,
         state: PEER_UP,
     }
+}
+
+/// Sets the `ROUTE_FILTER` bits of `keys` in the loaded program's filter, as it is: what
+/// must happen before the keys are written to `ROUTES` by anything but the registry sync
+/// (which keeps its own copy of the filter, see `sync::RouteMaps`).
+pub fn admit_routes(
+    ebpf: &mut Ebpf,
+    keys: impl IntoIterator<Item = RouteKey>,
+) -> anyhow::Result<()> {
+    let filter: Array<_, u64> = Array::try_from(map(ebpf, maps::ROUTE_FILTER)?)?;
+    let fd = filter.map().fd().as_fd();
+    RouteFilter::read(fd)
+        .and_then(|mut words| words.add(fd, keys))
+        .context("writing ROUTE_FILTER")
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {

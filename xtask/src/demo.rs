@@ -3,7 +3,6 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
     time::Duration,
 };
 
@@ -52,7 +51,7 @@ pub fn run() -> Result<()> {
     topology.resolve_neighbors()?;
     // Only XDP can carry caller → peer traffic across the gateway.
     topology.gw_forward_drop_from_caller()?;
-    let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/fastpath");
+    let binary = crate::repo_root().join("target/release/fastpath");
     step("starting `fastpath run` on the gateway (config below)");
     println!("{CONFIG}");
     let gateway = Gateway::start(&topology, &binary, CONFIG)?;

@@ -94,7 +94,7 @@ fn task(task: Task) -> Result<()> {
         }
         Task::Ablation { args } => {
             setup::run()?;
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let root = repo_root();
             let out = root.join("target/ablation");
             ablation::build(&root, &out)?;
             step("measuring the variants");
@@ -112,7 +112,7 @@ fn task(task: Task) -> Result<()> {
         }
         Task::Profile { args } => {
             setup::run()?;
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let root = repo_root();
             profile::run(&root, &args)
         }
         Task::Bench { args } => {
@@ -121,6 +121,11 @@ fn task(task: Task) -> Result<()> {
             cargo(&["run", "--release", "-p", "fastpath-bench", "--"], &args)
         }
     }
+}
+
+/// The workspace root (xtask lives one level down).
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn build() -> Result<()> {
