@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Result, ensure};
-use fastpath_tests::{Gateway, Host, Topology, Uas, netns::*, uac_call};
+use fastpath_tests::{Gateway, Host, Topology, UacReport, Uas, netns::*, uac_call};
 
 /// Registered to the peer from the start.
 const REGISTERED: &str = "15550100001";
@@ -61,18 +61,24 @@ impl Answering {
         })
     }
 
-    /// Calls received at (peer, carrier, second carrier).
-    fn finish(self) -> Result<(u64, u64, u64)> {
+    /// Calls received at (peer, carrier, second carrier), and the ACKs that arrived
+    /// without their INVITE anywhere among them.
+    fn finish(self) -> Result<((u64, u64, u64), u64)> {
+        let reports = [
+            self.peer.finish()?,
+            self.carrier.finish()?,
+            self.second_carrier.finish()?,
+        ];
+        let [peer, carrier, second] = reports.map(|r| r.calls_received);
         Ok((
-            self.peer.finish()?.calls_received,
-            self.carrier.finish()?.calls_received,
-            self.second_carrier.finish()?.calls_received,
+            (peer, carrier, second),
+            reports.iter().map(|r| r.stray_acks).sum(),
         ))
     }
 }
 
-fn call(topology: &Topology, number: &str, calls: u32, rate: u32) -> Result<(u64, u64)> {
-    let report = uac_call(
+fn call(topology: &Topology, number: &str, calls: u32, rate: u32) -> Result<UacReport> {
+    uac_call(
         topology,
         Host::Caller,
         CALLER_V4.into(),
@@ -81,8 +87,7 @@ fn call(topology: &Topology, number: &str, calls: u32, rate: u32) -> Result<(u64
         calls,
         rate,
         Duration::from_secs(u64::from(calls / rate) + 20),
-    )?;
-    Ok((report.successful, report.failed))
+    )
 }
 
 #[test]
@@ -99,7 +104,7 @@ fn sighup_under_call_load_moves_routes_and_trunks_without_a_failed_call() -> Res
     // flips four times between the two versions, with an invalid file in the middle.
     let calls = 150;
     let answering = Answering::start(&topology, 2 * calls)?;
-    let (successful, failed, reloads) = std::thread::scope(|scope| -> Result<_> {
+    let (uac, reloads) = std::thread::scope(|scope| -> Result<_> {
         let moved = scope.spawn(|| call(&topology, MOVED, calls, 15));
         let trunked = scope.spawn(|| call(&topology, UNREGISTERED, calls, 15));
         let mut reloads = Vec::new();
@@ -109,9 +114,12 @@ fn sighup_under_call_load_moves_routes_and_trunks_without_a_failed_call() -> Res
         }
         let moved = moved.join().expect("the load thread")?;
         let trunked = trunked.join().expect("the load thread")?;
-        Ok((moved.0 + trunked.0, moved.1 + trunked.1, reloads))
+        Ok(([moved, trunked], reloads))
     })?;
-    let (at_peer, at_carrier, at_second) = answering.finish()?;
+    let ((at_peer, at_carrier, at_second), stray_acks) = answering.finish()?;
+    let successful: u64 = uac.iter().map(|r| r.successful).sum();
+    let failed: u64 = uac.iter().map(|r| r.failed).sum();
+    let retransmitted: u64 = uac.iter().map(|r| r.retransmissions).sum();
     let log = gateway.log_text();
     ensure!(
         reloads == [true, true, false, true, true],
@@ -121,10 +129,22 @@ fn sighup_under_call_load_moves_routes_and_trunks_without_a_failed_call() -> Res
         (successful, failed) == (2 * u64::from(calls), 0),
         "calls during reloads: {successful} answered, {failed} failed\n{log}"
     );
-    // Every call arrived exactly once, and each version of the config took some.
+    // Every call arrived, and once: the proxy and the kernel forward each INVITE they
+    // get exactly once. The one exception is inherent to a stateless gateway (RFC 3261
+    // §16.11 routes on the message and the server's settings, and a reload changes
+    // those): an INVITE retransmitted across a reload that moved its number may land by
+    // both routes. So arrivals beyond the calls placed must be retransmissions. Likewise
+    // an ACK sent just after such a reload follows the new route (counted, not a call).
+    let received = at_peer + at_carrier + at_second;
+    let placed = 2 * u64::from(calls);
     ensure!(
-        at_peer + at_carrier + at_second == 2 * u64::from(calls),
-        "received: peer {at_peer}, carrier {at_carrier}, second carrier {at_second}"
+        received >= placed && received - placed <= retransmitted,
+        "received: peer {at_peer}, carrier {at_carrier}, second carrier {at_second} for \
+         {placed} calls ({retransmitted} INVITEs retransmitted, {stray_acks} stray ACKs)"
+    );
+    eprintln!(
+        "reload under load: {received} INVITEs received for {placed} calls, \
+         {retransmitted} retransmitted, {stray_acks} ACKs by a new route"
     );
     ensure!(
         at_peer > 0 && at_carrier > 0 && at_second > 0,
@@ -138,13 +158,17 @@ fn sighup_under_call_load_moves_routes_and_trunks_without_a_failed_call() -> Res
     let hits = gateway.counter("hit")?;
     let answering = Answering::start(&topology, 10)?;
     for number in [MOVED, REGISTERED, UNREGISTERED] {
+        let uac = call(&topology, number, 5, 10)?;
         ensure!(
-            call(&topology, number, 5, 10)? == (5, 0),
-            "calls to {number}"
+            (uac.successful, uac.failed) == (5, 0),
+            "calls to {number}: {uac:?}"
         );
     }
     let landed = answering.finish()?;
-    ensure!(landed == (10, 0, 5), "(peer, carrier, second) = {landed:?}");
+    ensure!(
+        landed == ((10, 0, 5), 0),
+        "((peer, carrier, second), stray ACKs) = {landed:?}"
+    );
     ensure!(
         gateway.counter("hit")? - hits >= 10,
         "the kernel forwarded the peer's calls (INVITE and ACK each)"
@@ -194,13 +218,17 @@ fn an_invalid_file_or_a_restart_only_key_changes_nothing_else() -> Result<()> {
     );
     let answering = Answering::start(&topology, 10)?;
     for number in [REGISTERED, MOVED, UNREGISTERED] {
+        let uac = call(&topology, number, 3, 10)?;
         ensure!(
-            call(&topology, number, 3, 10)? == (3, 0),
-            "calls to {number}"
+            (uac.successful, uac.failed) == (3, 0),
+            "calls to {number}: {uac:?}"
         );
     }
     let landed = answering.finish()?;
-    ensure!(landed == (6, 3, 0), "(peer, carrier, second) = {landed:?}");
+    ensure!(
+        landed == ((6, 3, 0), 0),
+        "((peer, carrier, second), stray ACKs) = {landed:?}"
+    );
     // The daemon's own view, through `fastpath status`.
     let status = gateway.cli(&["status"])?;
     for line in [

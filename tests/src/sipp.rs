@@ -3,9 +3,11 @@
 //!
 //! Results come from SIPp's statistics file (`-trace_stat`): a `;`-separated CSV whose
 //! first line names the columns and whose last line, written at exit, holds the
-//! cumulative counters (`…(C)` columns).
+//! cumulative counters (`…(C)` columns). A UAS's calls are counted from its message log
+//! (`-trace_msg`) instead: SIPp opens a "call" for any message of an unknown Call-ID,
+//! an ACK included, and the statistics cannot tell those apart from INVITEs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{ExitStatus, Stdio};
@@ -59,6 +61,7 @@ pub const STAT_INCOMING: &str = "IncomingCall(C)";
 pub const STAT_OUTGOING: &str = "OutgoingCall(C)";
 pub const STAT_SUCCESSFUL: &str = "SuccessfulCall(C)";
 pub const STAT_FAILED: &str = "FailedCall(C)";
+pub const STAT_RETRANSMISSIONS: &str = "Retransmissions(C)";
 
 /// Slack on top of SIPp's own `-timeout` before its guard kills it.
 const EXIT_SLACK: Duration = Duration::from_secs(5);
@@ -67,8 +70,12 @@ const BIND_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UasReport {
-    /// INVITEs that started a call.
+    /// Calls whose INVITE arrived (distinct Call-IDs; retransmissions are not counted).
     pub calls_received: u64,
+    /// ACKs for calls whose INVITE never arrived here: the gateway is stateless, so a
+    /// reload that moves a number between an INVITE and its ACK sends the ACK by the
+    /// new route (the scenario ends the call SIPp opens for it at once, as failed).
+    pub stray_acks: u64,
     /// Calls that reached the end of the scenario (the ACK arrived).
     pub successful: u64,
     pub failed: u64,
@@ -82,6 +89,8 @@ pub struct UacReport {
     pub successful: u64,
     /// All others: failed, or still open when SIPp's global timeout struck.
     pub failed: u64,
+    /// INVITEs sent again for want of a response in time (RFC 3261 Timer A).
+    pub retransmissions: u64,
 }
 
 /// A SIPp UAS answering calls in one namespace until [`Uas::finish`], `max_calls`
@@ -188,8 +197,10 @@ impl Uas {
             }
         }
         let stats = self.run.stats()?;
+        let traffic = Traffic::parse(&self.messages()?);
         Ok(UasReport {
-            calls_received: stats.get(STAT_INCOMING)?,
+            calls_received: traffic.invites.len() as u64,
+            stray_acks: traffic.acks.difference(&traffic.invites).count() as u64,
             successful: stats.get(STAT_SUCCESSFUL)?,
             failed: stats.get(STAT_FAILED)?,
         })
@@ -292,6 +303,7 @@ pub fn uac_call_over(
         created,
         successful,
         failed: created.saturating_sub(successful),
+        retransmissions: stats.get(STAT_RETRANSMISSIONS)?,
     })
 }
 
@@ -436,6 +448,48 @@ impl RunDir {
     }
 }
 
+/// The requests a SIPp message log (`-trace_msg`) shows as received, by Call-ID.
+#[derive(Debug, Default)]
+struct Traffic {
+    invites: HashSet<String>,
+    acks: HashSet<String>,
+}
+
+impl Traffic {
+    /// Records are separated by a line of dashes; a received one opens with `UDP message
+    /// received [N] bytes :` (or TCP), then a blank line and the message. SIPp logs an
+    /// unexpected message a second time, under `Unexpected … received:`, which is skipped.
+    fn parse(log: &str) -> Self {
+        let mut traffic = Traffic::default();
+        for record in log.split("\n-----------------------------------------------") {
+            let mut lines = record.lines().map(str::trim).filter(|l| !l.is_empty());
+            // The rest of the separator line: empty or a timestamp.
+            let heading = lines.find(|l| l.contains("message"));
+            if !heading
+                .is_some_and(|h| h.contains("message received") && !h.starts_with("Unexpected"))
+            {
+                continue;
+            }
+            let Some(method) = lines.next().and_then(|l| l.split(' ').next()) else {
+                continue;
+            };
+            let call_id = lines.find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                let name = name.trim();
+                (name.eq_ignore_ascii_case("Call-ID") || name.eq_ignore_ascii_case("i"))
+                    .then(|| value.trim().to_owned())
+            });
+            let set = match method {
+                "INVITE" => &mut traffic.invites,
+                "ACK" => &mut traffic.acks,
+                _ => continue,
+            };
+            set.extend(call_id);
+        }
+        traffic
+    }
+}
+
 /// The last row of a SIPp statistics file, by column name.
 #[derive(Debug)]
 struct Stats(HashMap<String, String>);
@@ -481,6 +535,58 @@ mod tests {
         assert!(s.get(STAT_OUTGOING).is_err());
         assert!(Stats::parse("StartTime;IncomingCall(C);\n").is_err());
         Ok(())
+    }
+
+    #[test]
+    fn counts_received_invites_and_stray_acks_by_call_id() {
+        let message = |method: &str, call_id: &str| {
+            format!(
+                "{method} sip:15550100002@192.0.2.1:5060 SIP/2.0\n\
+                 Via: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bK1\n\
+                 Call-ID: {call_id}\nCSeq: 1 {method}\nContent-Length: 0\n\n"
+            )
+        };
+        let dashes = "-----------------------------------------------";
+        let record = |heading: &str, body: &str| {
+            format!("{dashes} 2026-11-23 21:09:48\n{heading}\n\n{body}\n")
+        };
+        let log = [
+            record(
+                "UDP message received [306] bytes :",
+                &message("INVITE", "a@x"),
+            ),
+            // A retransmission: the same call.
+            record(
+                "UDP message received [306] bytes :",
+                &message("INVITE", "a@x"),
+            ),
+            record(
+                "UDP message sent (288 bytes):",
+                "SIP/2.0 180 Ringing\nCall-ID: a@x\n",
+            ),
+            record("UDP message received [303] bytes :", &message("ACK", "a@x")),
+            // An INVITE sent (not received) does not count; an ACK without its INVITE does.
+            record("UDP message sent (300 bytes):", &message("INVITE", "b@x")),
+            record("UDP message received [303] bytes :", &message("ACK", "c@x")),
+            format!(
+                "{dashes}\nUnexpected UDP message received:\n\n{}",
+                message("INVITE", "d@x")
+            ),
+            record(
+                "TCP message received [306] bytes :",
+                &message("INVITE", "e@x").replace("Call-ID", "i"),
+            ),
+        ]
+        .concat();
+        let traffic = Traffic::parse(&log);
+        let sorted = |set: &HashSet<String>| {
+            let mut v: Vec<_> = set.iter().cloned().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&traffic.invites), ["a@x", "e@x"]);
+        assert_eq!(sorted(&traffic.acks), ["a@x", "c@x"]);
+        assert!(Traffic::parse("").invites.is_empty());
     }
 
     #[test]
