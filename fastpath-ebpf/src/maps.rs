@@ -8,8 +8,8 @@ use aya_ebpf::{
 use fastpath_common::{
     Counter, RouteKey, Window,
     maps::{
-        Config, DEFAULT_MAX_ROUTES, FILTER_WORDS, LocalAddr, MAX_EGRESS, MAX_LOCAL_ADDRS,
-        MAX_PEERS, PeerCounters, PeerValue, RouteValue,
+        Config, DEFAULT_MAX_ROUTES, LocalAddr, MAX_EGRESS, MAX_LOCAL_ADDRS, MAX_PEERS,
+        PeerCounters, PeerValue, RouteValue, filter_bits_log2, filter_words,
     },
 };
 
@@ -17,9 +17,23 @@ use fastpath_common::{
 #[map]
 pub(crate) static ROUTES: HashMap<RouteKey, RouteValue> = HashMap::pinned(DEFAULT_MAX_ROUTES, 0);
 
-/// A Bloom filter over `ROUTES`' keys (see `fastpath_common::maps::filter_probes`).
+/// A Bloom filter over `ROUTES`' keys (see `fastpath_common::maps::filter_probes`), of
+/// 2^`FILTER_BITS_LOG2` bits: the loader sets both from the route capacity.
 #[map]
-pub(crate) static ROUTE_FILTER: Array<u64> = Array::pinned(FILTER_WORDS, 0);
+pub(crate) static ROUTE_FILTER: Array<u64> =
+    Array::pinned(filter_words(filter_bits_log2(DEFAULT_MAX_ROUTES)), 0);
+
+/// `ROUTE_FILTER`'s size; a read-only global (`.rodata`), so the verifier sees the value
+/// the loader wrote.
+#[unsafe(no_mangle)]
+static FILTER_BITS_LOG2: u32 = filter_bits_log2(DEFAULT_MAX_ROUTES);
+
+/// The size the loader gave `ROUTE_FILTER`, as log2 of its bits.
+#[inline(always)]
+pub(crate) fn filter_bits_log2_loaded() -> u32 {
+    // A volatile read: the compiler must not fold the default in.
+    unsafe { core::ptr::read_volatile(&FILTER_BITS_LOG2) }
+}
 
 /// Peer id → address and health.
 #[map]

@@ -6,7 +6,7 @@ use fastpath_common::{
 };
 
 use crate::{
-    maps::{LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTE_FILTER, ROUTES},
+    maps::{LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTE_FILTER, ROUTES, filter_bits_log2_loaded},
     ref_at::{word, words},
 };
 
@@ -51,7 +51,7 @@ fn may_be_routed(key: RouteKey) -> bool {
     if cfg!(feature = "ablate-route-filter") {
         return true;
     }
-    filter_probes(key)
+    filter_probes(key, filter_bits_log2_loaded())
         .iter()
         .all(|&(word, mask)| ROUTE_FILTER.get(word).is_some_and(|bits| bits & mask != 0))
 }

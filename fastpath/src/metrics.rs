@@ -16,8 +16,8 @@ use fastpath_common::{
     maps::{self, PeerValue},
 };
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
     core::{Collector, Desc},
     local::LocalHistogram,
     proto::MetricFamily,
@@ -26,6 +26,7 @@ use tracing::warn;
 
 use crate::{
     registry::counts::{RegistryReadings, StateCounts},
+    route_filter::RouteFilter,
     stats::{Counters, PeerTraffic},
 };
 
@@ -209,6 +210,8 @@ struct XdpCollector {
     peer_packets: IntCounterVec,
     peer_bytes: IntCounterVec,
     routes_capacity: IntGauge,
+    filter_bytes: IntGauge,
+    filter_fill: Gauge,
     descs: Vec<Desc>,
 }
 
@@ -239,11 +242,23 @@ impl XdpCollector {
             "fastpath_routes_capacity",
             "Entries the ROUTES map can hold.",
         )?;
+        let filter_bytes = IntGauge::new(
+            "fastpath_route_filter_bytes",
+            "Size of ROUTE_FILTER, the Bloom filter the XDP program reads before ROUTES \
+             (eight bits per route of capacity, rounded up to a power of two).",
+        )?;
+        let filter_fill = Gauge::new(
+            "fastpath_route_filter_fill_ratio",
+            "Share of ROUTE_FILTER's bits set; its square is about the share of \
+             unregistered numbers that still cost a ROUTES lookup.",
+        )?;
         let descs = [
             packets.desc(),
             peer_packets.desc(),
             peer_bytes.desc(),
             routes_capacity.desc(),
+            filter_bytes.desc(),
+            filter_fill.desc(),
         ]
         .into_iter()
         .flatten()
@@ -255,6 +270,8 @@ impl XdpCollector {
             peer_packets,
             peer_bytes,
             routes_capacity,
+            filter_bytes,
+            filter_fill,
             descs,
         })
     }
@@ -286,6 +303,10 @@ impl XdpCollector {
         let routes = crate::maps::open_pinned(&self.pin_dir, maps::ROUTES)?;
         self.routes_capacity
             .set(routes.info()?.max_entries().into());
+        // The whole filter per scrape: 1 MiB at the default capacity, a few milliseconds.
+        let filter = RouteFilter::read_pinned(&self.pin_dir)?;
+        self.filter_bytes.set(filter.bytes() as i64);
+        self.filter_fill.set(filter.fill());
         Ok(())
     }
 }
@@ -306,6 +327,8 @@ impl Collector for XdpCollector {
             self.peer_packets.collect(),
             self.peer_bytes.collect(),
             self.routes_capacity.collect(),
+            self.filter_bytes.collect(),
+            self.filter_fill.collect(),
         ]
         .concat()
     }

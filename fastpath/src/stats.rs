@@ -225,6 +225,14 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
         .info()?
         .max_entries();
     println!("routes: {} of {capacity}", routes.keys().count());
+    let filter = crate::route_filter::RouteFilter::read_pinned(pin_dir)?;
+    println!(
+        "route filter: {} KiB, {:.1} % of bits set: about {:.1} % of unregistered numbers \
+         reach the route map",
+        filter.bytes() / 1024,
+        100.0 * filter.fill(),
+        100.0 * filter.false_positive_rate()
+    );
     let mut shown = 0;
     for id in 0..maps::MAX_PEERS {
         let Ok(peer) = peers.get(&id, 0) else {

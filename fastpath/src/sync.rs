@@ -34,7 +34,7 @@ use std::{
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
 use fastpath_common::{
     RouteKey,
-    maps::{self as names, FILTER_WORDS, MAX_PEERS, PeerValue, RouteValue},
+    maps::{self as names, MAX_PEERS, PeerValue, RouteValue, filter_bits_log2, filter_words},
 };
 use rustc_hash::FxHashMap as StdHashMap;
 use tokio::sync::{
@@ -107,11 +107,13 @@ impl RouteMaps {
 
     /// Fresh maps of the program's layout, not attached to anything (tests, benchmarks).
     pub fn standalone(max_routes: u32) -> Result<Self, SyncError> {
+        let bits_log2 = filter_bits_log2(max_routes);
         Ok(Self {
             routes: HashMap::create(max_routes, 0).map_err(map_err(names::ROUTES))?,
             peers: Array::create(MAX_PEERS, 0).map_err(map_err(names::PEERS))?,
-            filter: Array::create(FILTER_WORDS, 0).map_err(map_err(names::ROUTE_FILTER))?,
-            filter_words: RouteFilter::empty(),
+            filter: Array::create(filter_words(bits_log2), 0)
+                .map_err(map_err(names::ROUTE_FILTER))?,
+            filter_words: RouteFilter::empty(bits_log2),
         })
     }
 

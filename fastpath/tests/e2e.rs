@@ -140,6 +140,11 @@ fn calls_cross_the_gateway_in_xdp(prefix: &str, addrs: (IpAddr, IpAddr, IpAddr))
         );
     }
     ensure!(status.contains("routes: 1 of "), "{status}");
+    // The default capacity, 1M routes: a 1 MiB filter with this route's two bits.
+    ensure!(
+        status.contains("route filter: 1024 KiB, 0.0 % of bits set"),
+        "{status}"
+    );
     ensure!(status.contains(&format!("{peer} up")), "{status}");
     ensure!(
         status

@@ -1167,9 +1167,26 @@ fn metrics_expose_the_pinned_counters() -> Result<()> {
                 2 * v4.len()
             ),
             "fastpath_routes_capacity 1024".to_string(),
+            // 1024 routes: the smallest filter, 2^16 bits.
+            "fastpath_route_filter_bytes 8192".to_string(),
         ] {
             ensure!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }
+        // The bits of the config's routes, and no others.
+        let bits: std::collections::HashSet<_> = config()
+            .routes
+            .iter()
+            .flat_map(|r| fastpath_common::maps::filter_probes(r.key, 16))
+            .collect();
+        let fill = text
+            .lines()
+            .find_map(|l| l.strip_prefix("fastpath_route_filter_fill_ratio "))
+            .with_context(|| format!("no fill ratio in\n{text}"))?;
+        ensure!(
+            fill.parse::<f64>()? == bits.len() as f64 / 65536.0,
+            "fill {fill} for {} bits",
+            bits.len()
+        );
         fastpath_tests::promtool_check_metrics(&text)?;
 
         // With the sync's and the proxy's counters too, every metric the Grafana dashboard
@@ -1520,6 +1537,34 @@ fn the_program_verifies_with_headroom() -> Result<()> {
         processed <= CEILING,
         "the verifier processed {processed} instructions, over {CEILING} of its 1M budget"
     );
+    Ok(())
+}
+
+/// `ROUTE_FILTER` follows the route capacity: a restart with another `xdp.max_routes`
+/// replaces the pinned filter with one of the new size, and the program probes it at that
+/// size (were the two to disagree, registered numbers would be taken for unregistered
+/// ones: a miss here instead of the hit that only fails at the FIB).
+#[test]
+fn a_new_route_capacity_resizes_the_route_filter() -> Result<()> {
+    let mut xdp = Harness::new("pkcap")?;
+    // 1024 routes: the smallest filter, 2^16 bits; 100k: 2^20 (eight bits per route).
+    let capacities = [(1024, 1 << 10), (100_000, 1 << 14), (1024, 1 << 10)];
+    for (restart, (max_routes, words)) in capacities.into_iter().enumerate() {
+        if restart > 0 {
+            xdp = xdp.reloaded(&config(), max_routes)?;
+        }
+        let filter =
+            fastpath::maps::open_pinned(xdp.pin_dir(), fastpath_common::maps::ROUTE_FILTER)?;
+        ensure!(
+            filter.info()?.max_entries() == words,
+            "{max_routes} routes: {} words",
+            filter.info()?.max_entries()
+        );
+        let hit = build(&v4_frame(&invite(V4_NUMBER)));
+        xdp.assert_pass("registered", &hit, None, Counter::FibFailed);
+        let miss = build(&v4_frame(&invite(UNREGISTERED)));
+        xdp.assert_pass("unregistered", &miss, None, Counter::Miss);
+    }
     Ok(())
 }
 

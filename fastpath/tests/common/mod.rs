@@ -164,8 +164,19 @@ impl Harness {
     }
 
     pub fn with_config(name: &str, config: &Config) -> Result<Self> {
-        let pin = PinDir::new(name)?;
-        let mut ebpf = fastpath::xdp::load(pin.path(), 1024)?;
+        Self::load(PinDir::new(name)?, config, 1024)
+    }
+
+    /// The program loaded again over the same pins, as a restart with a route capacity of
+    /// `max_routes` would.
+    pub fn reloaded(self, config: &Config, max_routes: u32) -> Result<Self> {
+        let Self { ebpf, stats, pin } = self;
+        drop((ebpf, stats));
+        Self::load(pin, config, max_routes)
+    }
+
+    fn load(pin: PinDir, config: &Config, max_routes: u32) -> Result<Self> {
+        let mut ebpf = fastpath::xdp::load(pin.path(), max_routes)?;
         fastpath::maps::apply_config(&mut ebpf, config, 1)?;
         // The test frames' destination (the topology's gateway) is this gateway's address,
         // wherever the test runs; the daemon lists its interfaces' addresses instead.
