@@ -255,7 +255,6 @@ fn fill_routes(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
     let keys: Vec<RouteKey> = (0..ROUTES)
         .map(crate::route_key)
         .collect::<Result<_, _>>()?;
-    fastpath::maps::admit_routes(ebpf, keys.iter().copied())?;
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(
         ebpf.map_mut(fastpath_common::maps::ROUTES)
             .context("ROUTES map missing")?,
@@ -275,7 +274,7 @@ fn fill_routes(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
         "veth: ROUTES filled with {ROUTES} numbers in {:.1} s",
         start.elapsed().as_secs_f64()
     );
-    Ok(())
+    fastpath::maps::index_routes(ebpf, keys.iter().map(|&k| (k, 0)))
 }
 
 /// A counter's value once it stops moving (frames still in the veth's ring when the send

@@ -11,6 +11,7 @@ mod counter;
 mod fast;
 pub mod maps;
 mod number;
+pub mod route_index;
 mod swar;
 pub mod unaligned;
 

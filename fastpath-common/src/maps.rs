@@ -15,9 +15,9 @@ pub const CONFIG: &str = "CONFIG";
 pub const EGRESS: &str = "EGRESS";
 pub const PEER_STATS: &str = "PEER_STATS";
 pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
-pub const ROUTE_FILTER: &str = "ROUTE_FILTER";
-/// The XDP program's read-only global holding `ROUTE_FILTER`'s size (log2 of its bits).
-pub const FILTER_BITS_LOG2: &str = "FILTER_BITS_LOG2";
+pub const ROUTE_INDEX: &str = "ROUTE_INDEX";
+/// The XDP program's read-only global holding `ROUTE_INDEX`'s size (log2 of its buckets).
+pub const INDEX_BITS: &str = "INDEX_BITS";
 
 /// Default capacity of `ROUTES` (the daemon may resize it before load).
 pub const DEFAULT_MAX_ROUTES: u32 = 1 << 20;
@@ -31,59 +31,6 @@ pub const MAX_LOCAL_ADDRS: u32 = 1024;
 pub const MAX_SIP_PORTS: usize = 8;
 /// Used when the `CONFIG` slot holds no port at all (a freshly created map).
 pub const DEFAULT_SIP_PORT: u16 = 5060;
-
-/// `ROUTE_FILTER` is a Bloom filter over the keys in `ROUTES`, sized when the program is
-/// loaded from the route capacity (`xdp.max_routes`): a power of two of bits, at least
-/// this many per route, so that at capacity about one unregistered number in twenty still
-/// reaches the hash map (two probes: (1 - e^(-2/8))^2 ≈ 5 %). The XDP program reads it
-/// before `ROUTES`: an array lookup is a few instructions, a hash-map lookup three or four
-/// kernel calls, which is most of a miss.
-pub const FILTER_BITS_PER_ROUTE: u64 = 8;
-/// Smallest filter: 2^16 bits (8 KiB).
-pub const FILTER_MIN_BITS_LOG2: u32 = 16;
-/// Largest filter: 2^32 bits (512 MiB), for 512M routes; bit indexes fit a `u32`.
-pub const FILTER_MAX_BITS_LOG2: u32 = 32;
-
-/// The filter's size (log2 of its bits) for a capacity of `max_routes` routes. The XDP
-/// program gets it as a read-only global, the map as its `max_entries`.
-pub const fn filter_bits_log2(max_routes: u32) -> u32 {
-    let bits = max_routes as u64 * FILTER_BITS_PER_ROUTE;
-    // ceil(log2(bits)); `bits` is at least 8 when max_routes is at least 1.
-    let log2 = u64::BITS - bits.saturating_sub(1).leading_zeros();
-    if log2 < FILTER_MIN_BITS_LOG2 {
-        FILTER_MIN_BITS_LOG2
-    } else if log2 > FILTER_MAX_BITS_LOG2 {
-        FILTER_MAX_BITS_LOG2
-    } else {
-        log2
-    }
-}
-
-/// The filter's `u64` words (the map's `max_entries`) at a size of 2^`bits_log2` bits.
-pub const fn filter_words(bits_log2: u32) -> u32 {
-    1 << (bits_log2 - 6)
-}
-
-/// The two bits of `key` in a `ROUTE_FILTER` of 2^`bits_log2` bits, as (word index, mask).
-/// The daemon sets both before it writes the key to `ROUTES`, so a key in `ROUTES` always
-/// has them; a number without both is not registered. Bits are cleared only when the
-/// daemon rebuilds the filter from what `ROUTES` holds.
-#[inline(always)]
-pub const fn filter_probes(key: crate::RouteKey, bits_log2: u32) -> [(u32, u64); 2] {
-    // Two multiplicative hashes; each bit index is the top `bits_log2` bits of a product.
-    let first = key.to_bits().wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let second = (first ^ (first >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    [
-        filter_probe(first, bits_log2),
-        filter_probe(second, bits_log2),
-    ]
-}
-
-#[inline(always)]
-const fn filter_probe(hash: u64, bits_log2: u32) -> (u32, u64) {
-    let bit = (hash >> (64 - bits_log2)) as u32;
-    (bit >> 6, 1 << (bit & 63))
-}
 
 /// `ROUTES` value: which peer a registered number goes to.
 #[repr(C)]
@@ -222,66 +169,5 @@ mod tests {
         custom.sip_ports[3] = 5080;
         assert!(custom.is_sip_port(5080));
         assert!(!custom.is_sip_port(5060));
-    }
-}
-
-#[cfg(test)]
-mod filter_tests {
-    extern crate std;
-    use std::{collections::HashSet, format};
-
-    use super::*;
-    use crate::normalize_number;
-
-    #[test]
-    fn probes_stay_in_the_filter_and_spread() {
-        for bits_log2 in [FILTER_MIN_BITS_LOG2, 23, FILTER_MAX_BITS_LOG2] {
-            let mut words = HashSet::new();
-            for n in 0..10_000u64 {
-                let key = normalize_number(format!("1555{n:07}").as_bytes()).unwrap();
-                for (word, mask) in filter_probes(key, bits_log2) {
-                    assert!(word < filter_words(bits_log2), "{key}: word {word}");
-                    assert_eq!(mask.count_ones(), 1);
-                    words.insert(word);
-                }
-            }
-            // 20k probes: nearly all in distinct words when there are many more words than
-            // probes, and nearly every word hit when there are fewer (1024 at the minimum),
-            // if the hash spreads sequential numbers (a clumping one would fill a few).
-            let expected = if bits_log2 == FILTER_MIN_BITS_LOG2 {
-                1_000
-            } else {
-                18_000
-            };
-            assert!(
-                words.len() > expected,
-                "2^{bits_log2} bits: {} words",
-                words.len()
-            );
-        }
-    }
-
-    #[test]
-    fn the_filter_has_eight_bits_per_route_within_its_bounds() {
-        assert_eq!(filter_bits_log2(1), FILTER_MIN_BITS_LOG2);
-        assert_eq!(filter_bits_log2(DEFAULT_MAX_ROUTES), 23, "1M routes: 1 MiB");
-        assert_eq!(filter_bits_log2(DEFAULT_MAX_ROUTES + 1), 24);
-        assert_eq!(filter_bits_log2(10_000_000), 27, "10M routes: 16 MiB");
-        assert_eq!(filter_bits_log2(u32::MAX), FILTER_MAX_BITS_LOG2);
-        for max_routes in [1, 1000, 8192, 8193, 1 << 20, 3_000_000, 1 << 29, u32::MAX] {
-            let bits_log2 = filter_bits_log2(max_routes);
-            let bits = 1u64 << bits_log2;
-            assert!(
-                bits >= u64::from(max_routes) * FILTER_BITS_PER_ROUTE
-                    || bits_log2 == FILTER_MAX_BITS_LOG2,
-                "{max_routes}"
-            );
-            assert!(
-                bits < 2 * u64::from(max_routes) * FILTER_BITS_PER_ROUTE
-                    || bits_log2 == FILTER_MIN_BITS_LOG2,
-                "{max_routes}: no bigger than needed"
-            );
-            assert_eq!(u64::from(filter_words(bits_log2)) * 64, bits);
-        }
     }
 }

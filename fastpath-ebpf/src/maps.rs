@@ -9,30 +9,32 @@ use fastpath_common::{
     Counter, RouteKey, Window,
     maps::{
         Config, DEFAULT_MAX_ROUTES, LocalAddr, MAX_EGRESS, MAX_LOCAL_ADDRS, MAX_PEERS,
-        PeerCounters, PeerValue, RouteValue, filter_bits_log2, filter_words,
+        PeerCounters, PeerValue, RouteValue,
     },
+    route_index::{Bucket, MAP_FLAGS, bucket_bits, buckets},
 };
 
 /// Registered numbers → peer. The daemon is the only writer.
 #[map]
 pub(crate) static ROUTES: HashMap<RouteKey, RouteValue> = HashMap::pinned(DEFAULT_MAX_ROUTES, 0);
 
-/// A Bloom filter over `ROUTES`' keys (see `fastpath_common::maps::filter_probes`), of
-/// 2^`FILTER_BITS_LOG2` bits: the loader sets both from the route capacity.
+/// The routes of `ROUTES` in buckets the program reads without a call (see
+/// `fastpath_common::route_index`), 2^`INDEX_BITS` of them: the loader sizes both from the
+/// route capacity. Mappable, so that the daemon changes a slot with one atomic store.
 #[map]
-pub(crate) static ROUTE_FILTER: Array<u64> =
-    Array::pinned(filter_words(filter_bits_log2(DEFAULT_MAX_ROUTES)), 0);
+pub(crate) static ROUTE_INDEX: Array<Bucket> =
+    Array::pinned(buckets(bucket_bits(DEFAULT_MAX_ROUTES)), MAP_FLAGS);
 
-/// `ROUTE_FILTER`'s size; a read-only global (`.rodata`), so the verifier sees the value
+/// `ROUTE_INDEX`'s size; a read-only global (`.rodata`), so the verifier sees the value
 /// the loader wrote.
 #[unsafe(no_mangle)]
-static FILTER_BITS_LOG2: u32 = filter_bits_log2(DEFAULT_MAX_ROUTES);
+static INDEX_BITS: u32 = bucket_bits(DEFAULT_MAX_ROUTES);
 
-/// The size the loader gave `ROUTE_FILTER`, as log2 of its bits.
+/// The size the loader gave `ROUTE_INDEX`, as log2 of its buckets.
 #[inline(always)]
-pub(crate) fn filter_bits_log2_loaded() -> u32 {
+pub(crate) fn index_bits() -> u32 {
     // A volatile read: the compiler must not fold the default in.
-    unsafe { core::ptr::read_volatile(&FILTER_BITS_LOG2) }
+    unsafe { core::ptr::read_volatile(&INDEX_BITS) }
 }
 
 /// Peer id → address and health.

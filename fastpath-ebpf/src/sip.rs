@@ -2,11 +2,12 @@
 
 use fastpath_common::{
     Counter, RouteKey,
-    maps::{Config, FAMILY_IPV4, FAMILY_IPV6, LOCAL_ONLY, LocalAddr, PeerValue, filter_probes},
+    maps::{Config, FAMILY_IPV4, FAMILY_IPV6, LOCAL_ONLY, LocalAddr, PeerValue},
+    route_index::{self, Found, Place},
 };
 
 use crate::{
-    maps::{LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTE_FILTER, ROUTES, filter_bits_log2_loaded},
+    maps::{LAST_LOCAL, LOCAL_ADDRS, PEERS, ROUTE_INDEX, ROUTES, index_bits},
     ref_at::{word, words},
 };
 
@@ -24,12 +25,7 @@ pub(crate) struct Peer {
 /// (a transparent rewrite cannot change family; the proxy can).
 #[inline(always)]
 pub(crate) fn peer_for(key: &RouteKey, family: u8) -> Result<Peer, Counter> {
-    if !may_be_routed(*key) {
-        return Err(Counter::Miss);
-    }
-    // SAFETY: the value is copied out before any map update could free it.
-    let route = unsafe { ROUTES.get(key) }.ok_or(Counter::Miss)?;
-    let id = route.peer_id;
+    let id = route(key)?;
     stop_after!("stop-after-route");
     // The fields are read from the map value, not the value copied: `PeerValue` is bytes
     // (alignment 1), which LLVM copies one at a time.
@@ -44,16 +40,26 @@ pub(crate) fn peer_for(key: &RouteKey, family: u8) -> Result<Peer, Counter> {
     })
 }
 
-/// Whether `ROUTE_FILTER` has both bits of `key`: false means `ROUTES` does not hold it,
-/// known for the price of two array reads instead of a hash-map lookup.
+/// The peer id registered for `key`: from `ROUTE_INDEX` (an inlined array read), and
+/// from `ROUTES` (a hash-map lookup, three or four kernel calls) only for a number of an
+/// overflowed bucket.
 #[inline(always)]
-fn may_be_routed(key: RouteKey) -> bool {
-    if cfg!(feature = "ablate-route-filter") {
-        return true;
+fn route(key: &RouteKey) -> Result<u32, Counter> {
+    let found = if cfg!(feature = "ablate-route-index") {
+        Found::AskRoutes
+    } else {
+        let place = Place::of(*key, index_bits());
+        let bucket = ROUTE_INDEX.get(place.bucket).ok_or(Counter::Miss)?;
+        route_index::find(bucket, place)
+    };
+    match found {
+        Found::Peer(id) => Ok(id),
+        Found::Absent => Err(Counter::Miss),
+        // SAFETY: the value is copied out before any map update could free it.
+        Found::AskRoutes => unsafe { ROUTES.get(key) }
+            .map(|route| route.peer_id)
+            .ok_or(Counter::Miss),
     }
-    filter_probes(key, filter_bits_log2_loaded())
-        .iter()
-        .all(|&(word, mask)| ROUTE_FILTER.get(word).is_some_and(|bits| bits & mask != 0))
 }
 
 /// `Ok` unless the daemon asked for local destinations only and `dst` is not one of the

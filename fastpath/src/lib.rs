@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod reload;
-pub mod route_filter;
+pub mod route_index;
 pub mod routing;
 pub mod sip;
 pub mod stats;

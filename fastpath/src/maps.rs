@@ -1,11 +1,11 @@
 //! Typed handles on the maps the XDP program reads; the daemon is their only writer.
 
-use std::{collections::HashSet, os::fd::AsFd};
+use std::collections::HashSet;
 
 use anyhow::Context;
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, IterableMap, MapData, xdp::DevMapHash},
+    maps::{Array, HashMap, MapData, xdp::DevMapHash},
 };
 use fastpath_common::{
     RouteKey,
@@ -16,7 +16,7 @@ use fastpath_common::{
 
 use crate::{
     config::Config,
-    route_filter::RouteFilter,
+    route_index::RouteIndex,
     routing::{Peer, RouteTable},
 };
 
@@ -64,8 +64,6 @@ pub fn sync_table(
         }
     }
 
-    // Filter bits first: a key in `ROUTES` always has them (`route_filter`).
-    admit_routes(ebpf, table_routes.iter().map(|&(key, _)| key))?;
     let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(map(ebpf, maps::ROUTES)?)?;
     for &(key, peer_id) in &table_routes {
         let value = RouteValue {
@@ -78,6 +76,9 @@ pub fn sync_table(
                 .with_context(|| format!("writing route {key} (ROUTES full?)"))?;
         }
     }
+    // The index after `ROUTES` gains a route and before it loses one (`route_index`).
+    index_routes(ebpf, table_routes.iter().copied())?;
+    let mut routes: HashMap<_, RouteKey, RouteValue> = HashMap::try_from(map(ebpf, maps::ROUTES)?)?;
     let wanted: HashSet<RouteKey> = table_routes.iter().map(|&(k, _)| k).collect();
     let stale: Vec<RouteKey> = routes
         .keys()
@@ -184,18 +185,21 @@ pub fn peer_value_for(address: std::net::SocketAddr) -> PeerValue {
     }
 }
 
-/// Sets the `ROUTE_FILTER` bits of `keys` in the loaded program's filter, as it is: what
-/// must happen before the keys are written to `ROUTES` by anything but the registry sync
-/// (which keeps its own copy of the filter, see `sync::RouteMaps`).
-pub fn admit_routes(
+/// Makes the loaded program's `ROUTE_INDEX` hold exactly `routes` (number, peer id), which
+/// must all be in `ROUTES` already: what every writer of `ROUTES` but the registry sync
+/// (which keeps its own mapping, see `sync::RouteMaps`) does after writing it.
+pub fn index_routes(
     ebpf: &mut Ebpf,
-    keys: impl IntoIterator<Item = RouteKey>,
+    routes: impl IntoIterator<Item = (RouteKey, u32)>,
 ) -> anyhow::Result<()> {
-    let filter: Array<_, u64> = Array::try_from(map(ebpf, maps::ROUTE_FILTER)?)?;
-    let fd = filter.map().fd().as_fd();
-    RouteFilter::read(fd)
-        .and_then(|mut words| words.add(fd, keys))
-        .context("writing ROUTE_FILTER")
+    let map: &MapData = match map(ebpf, maps::ROUTE_INDEX)? {
+        aya::maps::Map::Array(data) => data,
+        _ => anyhow::bail!("ROUTE_INDEX is not an array"),
+    };
+    RouteIndex::map(map)
+        .context("mapping ROUTE_INDEX")?
+        .rebuild(routes);
+    Ok(())
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {

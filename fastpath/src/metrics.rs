@@ -16,8 +16,8 @@ use fastpath_common::{
     maps::{self, PeerValue},
 };
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
     core::{Collector, Desc},
     local::LocalHistogram,
     proto::MetricFamily,
@@ -26,7 +26,7 @@ use tracing::warn;
 
 use crate::{
     registry::counts::{RegistryReadings, StateCounts},
-    route_filter::RouteFilter,
+    route_index::RouteIndex,
     stats::{Counters, PeerTraffic},
 };
 
@@ -210,8 +210,9 @@ struct XdpCollector {
     peer_packets: IntCounterVec,
     peer_bytes: IntCounterVec,
     routes_capacity: IntGauge,
-    filter_bytes: IntGauge,
-    filter_fill: Gauge,
+    index_bytes: IntGauge,
+    index_numbers: IntGauge,
+    index_overflowed: IntGauge,
     descs: Vec<Desc>,
 }
 
@@ -242,23 +243,28 @@ impl XdpCollector {
             "fastpath_routes_capacity",
             "Entries the ROUTES map can hold.",
         )?;
-        let filter_bytes = IntGauge::new(
-            "fastpath_route_filter_bytes",
-            "Size of ROUTE_FILTER, the Bloom filter the XDP program reads before ROUTES \
-             (eight bits per route of capacity, rounded up to a power of two).",
+        let index_bytes = IntGauge::new(
+            "fastpath_route_index_bytes",
+            "Size of ROUTE_INDEX, the routes in buckets the XDP program reads instead of \
+             ROUTES (one 64-byte bucket per two routes of capacity, a power of two).",
         )?;
-        let filter_fill = Gauge::new(
-            "fastpath_route_filter_fill_ratio",
-            "Share of ROUTE_FILTER's bits set; its square is about the share of \
-             unregistered numbers that still cost a ROUTES lookup.",
+        let index_numbers = IntGauge::new(
+            "fastpath_route_index_numbers",
+            "Numbers in ROUTE_INDEX's slots (the rest of ROUTES cost a hash-map lookup).",
+        )?;
+        let index_overflowed = IntGauge::new(
+            "fastpath_route_index_overflowed_buckets",
+            "ROUTE_INDEX buckets marked full: numbers of theirs not in the slots cost a \
+             ROUTES lookup.",
         )?;
         let descs = [
             packets.desc(),
             peer_packets.desc(),
             peer_bytes.desc(),
             routes_capacity.desc(),
-            filter_bytes.desc(),
-            filter_fill.desc(),
+            index_bytes.desc(),
+            index_numbers.desc(),
+            index_overflowed.desc(),
         ]
         .into_iter()
         .flatten()
@@ -270,8 +276,9 @@ impl XdpCollector {
             peer_packets,
             peer_bytes,
             routes_capacity,
-            filter_bytes,
-            filter_fill,
+            index_bytes,
+            index_numbers,
+            index_overflowed,
             descs,
         })
     }
@@ -303,10 +310,12 @@ impl XdpCollector {
         let routes = crate::maps::open_pinned(&self.pin_dir, maps::ROUTES)?;
         self.routes_capacity
             .set(routes.info()?.max_entries().into());
-        // The whole filter per scrape: 1 MiB at the default capacity, a few milliseconds.
-        let filter = RouteFilter::read_pinned(&self.pin_dir)?;
-        self.filter_bytes.set(filter.bytes() as i64);
-        self.filter_fill.set(filter.fill());
+        // The whole index per scrape, read in place: 32 MiB at the default capacity, a few
+        // milliseconds.
+        let index = RouteIndex::map_pinned(&self.pin_dir)?.occupancy();
+        self.index_bytes.set(index.bytes as i64);
+        self.index_numbers.set(index.numbers as i64);
+        self.index_overflowed.set(index.overflowed as i64);
         Ok(())
     }
 }
@@ -327,8 +336,9 @@ impl Collector for XdpCollector {
             self.peer_packets.collect(),
             self.peer_bytes.collect(),
             self.routes_capacity.collect(),
-            self.filter_bytes.collect(),
-            self.filter_fill.collect(),
+            self.index_bytes.collect(),
+            self.index_numbers.collect(),
+            self.index_overflowed.collect(),
         ]
         .concat()
     }

@@ -225,13 +225,13 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
         .info()?
         .max_entries();
     println!("routes: {} of {capacity}", routes.keys().count());
-    let filter = crate::route_filter::RouteFilter::read_pinned(pin_dir)?;
+    let index = crate::route_index::RouteIndex::map_pinned(pin_dir)?.occupancy();
     println!(
-        "route filter: {} KiB, {:.1} % of bits set: about {:.1} % of unregistered numbers \
-         reach the route map",
-        filter.bytes() / 1024,
-        100.0 * filter.fill(),
-        100.0 * filter.false_positive_rate()
+        "route index: {} KiB, {} routes in slots, {} overflowed buckets (their other \
+         numbers cost a route map lookup)",
+        index.bytes / 1024,
+        index.numbers,
+        index.overflowed
     );
     let mut shown = 0;
     for id in 0..maps::MAX_PEERS {

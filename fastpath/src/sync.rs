@@ -34,7 +34,8 @@ use std::{
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
 use fastpath_common::{
     RouteKey,
-    maps::{self as names, MAX_PEERS, PeerValue, RouteValue, filter_bits_log2, filter_words},
+    maps::{self as names, MAX_PEERS, PeerValue, RouteValue},
+    route_index::{Bucket, bucket_bits, buckets},
 };
 use rustc_hash::FxHashMap as StdHashMap;
 use tokio::sync::{
@@ -46,7 +47,7 @@ use tracing::{info, warn};
 use crate::{
     maps::peer_address,
     registry::{NumberRecord, Registry, RoutableNumber, Store, number::route_key, service::Change},
-    route_filter::RouteFilter,
+    route_index::RouteIndex,
     routing::RouteTable,
     verify::Channel,
 };
@@ -73,13 +74,12 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> SyncError {
     move |source| SyncError::Map { name, source }
 }
 
-/// The two maps the sync writes.
+/// The maps the sync writes.
 pub struct RouteMaps {
     pub routes: HashMap<MapData, RouteKey, RouteValue>,
     pub peers: Array<MapData, PeerValue>,
-    /// `ROUTE_FILTER`, and what it holds.
-    pub filter: Array<MapData, u64>,
-    filter_words: RouteFilter,
+    /// `ROUTE_INDEX`, mapped: kept with `ROUTES` (see `route_index`).
+    pub index: RouteIndex,
 }
 
 impl RouteMaps {
@@ -90,42 +90,34 @@ impl RouteMaps {
                 .and_then(Map::from_map_data)
                 .map_err(map_err(name))
         };
-        let filter: Array<MapData, u64> =
-            Array::try_from(open(names::ROUTE_FILTER)?).map_err(map_err(names::ROUTE_FILTER))?;
-        let filter_words =
-            RouteFilter::read(filter.map().fd().as_fd()).map_err(|source| SyncError::Batch {
-                op: "filter read",
-                source,
-            })?;
+        let index = MapData::from_pin(pin_dir.join(names::ROUTE_INDEX))
+            .map_err(map_err(names::ROUTE_INDEX))?;
         Ok(Self {
             routes: HashMap::try_from(open(names::ROUTES)?).map_err(map_err(names::ROUTES))?,
             peers: Array::try_from(open(names::PEERS)?).map_err(map_err(names::PEERS))?,
-            filter,
-            filter_words,
+            index: RouteIndex::map(&index).map_err(index_err)?,
         })
     }
 
     /// Fresh maps of the program's layout, not attached to anything (tests, benchmarks).
     pub fn standalone(max_routes: u32) -> Result<Self, SyncError> {
-        let bits_log2 = filter_bits_log2(max_routes);
+        let index: Array<MapData, Bucket> = Array::create(
+            buckets(bucket_bits(max_routes)),
+            fastpath_common::route_index::MAP_FLAGS,
+        )
+        .map_err(map_err(names::ROUTE_INDEX))?;
         Ok(Self {
             routes: HashMap::create(max_routes, 0).map_err(map_err(names::ROUTES))?,
             peers: Array::create(MAX_PEERS, 0).map_err(map_err(names::PEERS))?,
-            filter: Array::create(filter_words(bits_log2), 0)
-                .map_err(map_err(names::ROUTE_FILTER))?,
-            filter_words: RouteFilter::empty(bits_log2),
+            index: RouteIndex::map(index.map()).map_err(index_err)?,
         })
     }
+}
 
-    /// Sets the filter bits of `keys`: before they go into `ROUTES`.
-    fn admit(&mut self, keys: impl IntoIterator<Item = RouteKey>) -> Result<(), SyncError> {
-        let fd = self.filter.map().fd().as_fd();
-        self.filter_words
-            .add(fd, keys)
-            .map_err(|source| SyncError::Batch {
-                op: "filter update",
-                source,
-            })
+fn index_err(source: std::io::Error) -> SyncError {
+    SyncError::Batch {
+        op: "mapping ROUTE_INDEX",
+        source,
     }
 }
 
@@ -277,16 +269,18 @@ impl Syncer {
         }
     }
 
-    fn delete_routes(&self, keys: &[RouteKey]) -> Result<usize, SyncError> {
-        match &self.maps {
-            Some(maps) => batch::delete(maps.routes.map().fd().as_fd(), keys).map_err(|source| {
-                SyncError::Batch {
-                    op: "delete",
-                    source,
-                }
-            }),
-            None => Ok(keys.len()),
+    fn delete_routes(&mut self, keys: &[RouteKey]) -> Result<usize, SyncError> {
+        let Some(maps) = &mut self.maps else {
+            return Ok(keys.len());
+        };
+        // Out of the index before `ROUTES` (see `route_index`).
+        for &key in keys {
+            maps.index.remove(key);
         }
+        batch::delete(maps.routes.map().fd().as_fd(), keys).map_err(|source| SyncError::Batch {
+            op: "delete",
+            source,
+        })
     }
 
     /// The slot for `addr`, filling a free one (in the map too) if it has none.
@@ -377,15 +371,11 @@ impl Syncer {
             })?
             .into_iter()
             .collect();
-        // The filter as `ROUTES` is now: stale bits of removed routes go, every present
-        // key keeps its bits (an earlier daemon's filter, or none, is repaired here).
-        let filter = maps.filter.map().fd().as_fd();
-        maps.filter_words
-            .rebuild(filter, existing.keys().copied())
-            .map_err(|source| SyncError::Batch {
-                op: "filter rebuild",
-                source,
-            })?;
+        // The index as `ROUTES` is now: an earlier daemon's index, an empty one after a
+        // resize, or one a crash left a change behind `ROUTES` is repaired before anything
+        // is written.
+        maps.index
+            .rebuild(existing.iter().map(|(&key, value)| (key, value.peer_id)));
         self.peers = table;
         Ok(self.pass(existing))
     }
@@ -445,12 +435,16 @@ impl Syncer {
         let Some(maps) = &mut self.maps else {
             return Ok(());
         };
-        maps.admit(keys.iter().copied())?;
         let fd = maps.routes.map().fd().as_fd();
         batch::update(fd, keys, values).map_err(|source| SyncError::Batch {
             op: "update",
             source,
-        })
+        })?;
+        // The index after `ROUTES` (see `route_index`).
+        for (&key, value) in keys.iter().zip(values) {
+            maps.index.insert(key, value.peer_id);
+        }
+        Ok(())
     }
 
     /// Ends a reconcile whose feed saw every routable number: writes the static routes,
@@ -471,6 +465,12 @@ impl Syncer {
             .copied()
             .collect();
         pass.report.removed = self.delete_routes(&stale)?;
+        // `ROUTES` now holds exactly the desired routes: the index again, so that numbers
+        // of a bucket that overflowed move into slots the removed numbers freed.
+        if let Some(maps) = &mut self.maps {
+            maps.index
+                .rebuild(pass.desired.iter().map(|(&key, &id)| (key, id)));
+        }
         // The table after the map: a new route reaches the kernel no later than the proxy.
         let table_ids: Vec<Option<u32>> = self
             .peers
@@ -540,10 +540,10 @@ impl Syncer {
                     generation: self.generation,
                 };
                 if let Some(maps) = &mut self.maps {
-                    maps.admit([key])?;
                     maps.routes
                         .insert(key, value, 0)
                         .map_err(map_err(names::ROUTES))?;
+                    maps.index.insert(key, peer_id);
                 }
                 self.table.set_route(key, self.table.peer_id(addr));
                 self.desired.insert(key, peer_id);
@@ -775,6 +775,7 @@ pub fn log_load(report: &ReconcileReport, took: Duration) {
 mod tests {
     use super::*;
     use crate::registry::{PeerAddress, State, Transport};
+    use fastpath_common::route_index::{Found, Place};
 
     fn key(n: &str) -> RouteKey {
         route_key(n).unwrap()
@@ -900,46 +901,70 @@ mod tests {
         assert_eq!(peer_of(&s, "15550100001"), Some(A.parse().unwrap()));
     }
 
-    /// Reads `ROUTE_FILTER` back from the map and checks it against every key in `ROUTES`.
-    fn assert_filter_covers_routes(s: &Syncer) {
-        let maps = s.maps.as_ref().unwrap();
-        let words = RouteFilter::read(maps.filter.map().fd().as_fd()).unwrap();
-        let routes = maps.routes.map().fd().as_fd();
-        for (key, _) in batch::lookup_all::<RouteKey, RouteValue>(routes).unwrap() {
-            assert!(
-                words.may_hold(key),
-                "{key} is routed but the filter stops it"
-            );
+    /// What the XDP program concludes for `key`: the index, and `ROUTES` only where the
+    /// index sends it there.
+    fn program_view(maps: &RouteMaps, key: RouteKey) -> Option<u32> {
+        match maps.index.find(key) {
+            Found::Peer(id) => Some(id),
+            Found::Absent => None,
+            Found::AskRoutes => maps.routes.get(&key, 0).ok().map(|v| v.peer_id),
         }
     }
 
-    /// The XDP program reads `ROUTE_FILTER` before `ROUTES`: every routed number must have
-    /// its bits in the map, after a load, an incremental change and a shrinking reconcile.
-    /// The bits of removed numbers go when the next reconcile rebuilds the filter.
-    #[test]
-    fn every_routed_number_passes_the_route_filter() {
-        let mut s = Syncer::new(RouteMaps::standalone(4096).unwrap(), 7, []);
-        let numbers: Vec<_> = (0..2000)
-            .map(|n| routable(&format!("1555{n:07}"), A))
-            .collect();
-        s.reconcile(&numbers).unwrap();
-        assert_filter_covers_routes(&s);
-        s.apply(&record("15559999999", B, State::Verified), 0)
-            .unwrap();
-        assert_filter_covers_routes(&s);
-        s.reconcile(&numbers[..10]).unwrap();
-        s.reconcile(&numbers[..10]).unwrap();
-        assert_filter_covers_routes(&s);
+    /// The program routes every number in `ROUTES` to its peer, and none of `gone`.
+    fn assert_program_sees_routes(s: &Syncer, gone: &[RoutableNumber]) {
         let maps = s.maps.as_ref().unwrap();
-        let stopped = numbers[10..]
-            .iter()
-            .filter(|n| !maps.filter_words.may_hold(n.key))
-            .count();
-        // Ten keys left in 2^23 bits: practically no removed number gets through.
-        assert!(
-            stopped >= 1980,
-            "only {stopped} of 1990 removed numbers stopped"
-        );
+        let routes = maps.routes.map().fd().as_fd();
+        let all = batch::lookup_all::<RouteKey, RouteValue>(routes).unwrap();
+        for (key, value) in &all {
+            assert_eq!(program_view(maps, *key), Some(value.peer_id), "{key}");
+        }
+        for n in gone {
+            assert_eq!(program_view(maps, n.key), None, "{} was removed", n.key);
+        }
+    }
+
+    /// The XDP program reads `ROUTE_INDEX` before (and mostly instead of) `ROUTES`: after a
+    /// load, incremental changes and a shrinking reconcile, it must route exactly what
+    /// `ROUTES` routes, numbers of an overflowed bucket included.
+    #[test]
+    fn the_route_index_routes_what_routes_holds() {
+        let mut s = Syncer::new(RouteMaps::standalone(4096).unwrap(), 7, []);
+        let bits = fastpath_common::route_index::bucket_bits(4096);
+        let place = |n: &str| Place::of(route_key(n).unwrap(), bits).bucket;
+        // Ten numbers of one bucket (it holds seven), then two thousand others.
+        let crowded = place("15550000000");
+        let mut names: Vec<String> = (0..)
+            .map(|n| format!("1555{n:07}"))
+            .filter(|n| place(n) == crowded)
+            .take(10)
+            .collect();
+        names.extend((0..2000).map(|n| format!("1666{n:07}")));
+        let numbers: Vec<_> = names.iter().map(|n| routable(n, A)).collect();
+        s.reconcile(&numbers).unwrap();
+        assert_program_sees_routes(&s, &[]);
+        assert_eq!(s.maps.as_ref().unwrap().index.occupancy().overflowed, 1);
+        // Of the crowded bucket, numbers in the slots and numbers in `ROUTES` only: one of
+        // each moves to peer B, then one of each is revoked.
+        let index = &s.maps.as_ref().unwrap().index;
+        let (slotted, routes_only): (Vec<usize>, Vec<usize>) =
+            (0..10).partition(|&i| matches!(index.find(numbers[i].key), Found::Peer(_)));
+        // (Some of the other numbers may share the bucket and hold slots too.)
+        assert!(slotted.len() >= 2 && routes_only.len() >= 3, "{slotted:?} {routes_only:?}");
+        for i in [slotted[0], routes_only[0]] {
+            s.apply(&record(&names[i], B, State::Verified), 0).unwrap();
+            assert_program_sees_routes(&s, &[]);
+        }
+        let revoked = [slotted[1], routes_only[1]];
+        for i in revoked {
+            s.apply(&record(&names[i], A, State::Revoked), 0).unwrap();
+        }
+        let gone: Vec<_> = revoked.iter().map(|&i| numbers[i].clone()).collect();
+        assert_program_sees_routes(&s, &gone);
+        s.reconcile(&numbers[..5]).unwrap();
+        assert_program_sees_routes(&s, &numbers[5..]);
+        let occupancy = s.maps.as_ref().unwrap().index.occupancy();
+        assert_eq!((occupancy.numbers, occupancy.overflowed), (5, 0));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use fastpath_common::maps;
+use fastpath_common::{maps, route_index};
 use tracing::{info, warn};
 
 /// The program's name in the object (the `#[xdp]` function).
@@ -44,13 +44,13 @@ pub fn load_object(pin_dir: &Path, max_routes: u32, object: &[u8]) -> anyhow::Re
     ensure_bpffs(pin_dir)?;
     std::fs::create_dir_all(pin_dir)
         .with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
-    let filter_bits_log2 = maps::filter_bits_log2(max_routes);
-    drop_resized_filter(pin_dir, maps::filter_words(filter_bits_log2))?;
+    let index_bits = route_index::bucket_bits(max_routes);
+    drop_resized_index(pin_dir, route_index::buckets(index_bits))?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .map_max_entries(maps::ROUTES, max_routes)
-        .map_max_entries(maps::ROUTE_FILTER, maps::filter_words(filter_bits_log2))
-        .override_global(maps::FILTER_BITS_LOG2, &filter_bits_log2, true)
+        .map_max_entries(maps::ROUTE_INDEX, route_index::buckets(index_bits))
+        .override_global(maps::INDEX_BITS, &index_bits, true)
         .load(object)
         .context("loading the XDP object (a ROUTES map pinned with another size? see `fastpath detach --purge`)")?;
     // The verifier gives up with EAGAIN when a signal arrives while it works (it checks
@@ -72,12 +72,12 @@ pub fn load_object(pin_dir: &Path, max_routes: u32, object: &[u8]) -> anyhow::Re
     }
 }
 
-/// `ROUTE_FILTER`'s size follows the route capacity, and the program is told that size
+/// `ROUTE_INDEX`'s size follows the route capacity, and the program is told that size
 /// when it is loaded; aya adopts a pinned map whatever its size, so one pinned by a run
 /// with another capacity is unpinned here and a new one created. Nothing is lost: the
-/// filter is derived from `ROUTES`, and the daemon fills it before it writes a route.
-fn drop_resized_filter(pin_dir: &Path, words: u32) -> anyhow::Result<()> {
-    let path = pin_dir.join(maps::ROUTE_FILTER);
+/// index is derived from `ROUTES`, and the daemon rebuilds it from there before it routes.
+fn drop_resized_index(pin_dir: &Path, buckets: u32) -> anyhow::Result<()> {
+    let path = pin_dir.join(maps::ROUTE_INDEX);
     if !path.exists() {
         return Ok(());
     }
@@ -85,10 +85,10 @@ fn drop_resized_filter(pin_dir: &Path, words: u32) -> anyhow::Result<()> {
         .and_then(|map| map.info())
         .with_context(|| format!("reading {}", path.display()))?
         .max_entries();
-    if pinned != words {
+    if pinned != buckets {
         info!(
-            pinned_words = pinned,
-            words, "the route capacity changed: a new ROUTE_FILTER of the new size"
+            pinned_buckets = pinned,
+            buckets, "the route capacity changed: a new ROUTE_INDEX of the new size"
         );
         std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
     }

@@ -1167,26 +1167,13 @@ fn metrics_expose_the_pinned_counters() -> Result<()> {
                 2 * v4.len()
             ),
             "fastpath_routes_capacity 1024".to_string(),
-            // 1024 routes: the smallest filter, 2^16 bits.
-            "fastpath_route_filter_bytes 8192".to_string(),
+            // 1024 routes: the smallest index, 2^13 buckets of 64 bytes, every route in it.
+            "fastpath_route_index_bytes 524288".to_string(),
+            format!("fastpath_route_index_numbers {}", config().routes.len()),
+            "fastpath_route_index_overflowed_buckets 0".to_string(),
         ] {
             ensure!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }
-        // The bits of the config's routes, and no others.
-        let bits: std::collections::HashSet<_> = config()
-            .routes
-            .iter()
-            .flat_map(|r| fastpath_common::maps::filter_probes(r.key, 16))
-            .collect();
-        let fill = text
-            .lines()
-            .find_map(|l| l.strip_prefix("fastpath_route_filter_fill_ratio "))
-            .with_context(|| format!("no fill ratio in\n{text}"))?;
-        ensure!(
-            fill.parse::<f64>()? == bits.len() as f64 / 65536.0,
-            "fill {fill} for {} bits",
-            bits.len()
-        );
         fastpath_tests::promtool_check_metrics(&text)?;
 
         // With the sync's and the proxy's counters too, every metric the Grafana dashboard
@@ -1540,25 +1527,24 @@ fn the_program_verifies_with_headroom() -> Result<()> {
     Ok(())
 }
 
-/// `ROUTE_FILTER` follows the route capacity: a restart with another `xdp.max_routes`
-/// replaces the pinned filter with one of the new size, and the program probes it at that
-/// size (were the two to disagree, registered numbers would be taken for unregistered
-/// ones: a miss here instead of the hit that only fails at the FIB).
+/// `ROUTE_INDEX` follows the route capacity: a restart with another `xdp.max_routes`
+/// replaces the pinned index with one of the new size, the daemon fills it, and the
+/// program reads it at that size (were the two to disagree, registered numbers would be
+/// taken for unregistered ones: a miss here instead of the hit that only fails at the FIB).
 #[test]
-fn a_new_route_capacity_resizes_the_route_filter() -> Result<()> {
+fn a_new_route_capacity_resizes_the_route_index() -> Result<()> {
     let mut xdp = Harness::new("pkcap")?;
-    // 1024 routes: the smallest filter, 2^16 bits; 100k: 2^20 (eight bits per route).
-    let capacities = [(1024, 1 << 10), (100_000, 1 << 14), (1024, 1 << 10)];
-    for (restart, (max_routes, words)) in capacities.into_iter().enumerate() {
+    // 1024 routes: the smallest index, 2^13 buckets; 100k: one per two routes, 2^16.
+    let capacities = [(1024, 1 << 13), (100_000, 1 << 16), (1024, 1 << 13)];
+    for (restart, (max_routes, buckets)) in capacities.into_iter().enumerate() {
         if restart > 0 {
             xdp = xdp.reloaded(&config(), max_routes)?;
         }
-        let filter =
-            fastpath::maps::open_pinned(xdp.pin_dir(), fastpath_common::maps::ROUTE_FILTER)?;
+        let index = fastpath::maps::open_pinned(xdp.pin_dir(), fastpath_common::maps::ROUTE_INDEX)?;
         ensure!(
-            filter.info()?.max_entries() == words,
-            "{max_routes} routes: {} words",
-            filter.info()?.max_entries()
+            index.info()?.max_entries() == buckets,
+            "{max_routes} routes: {} buckets",
+            index.info()?.max_entries()
         );
         let hit = build(&v4_frame(&invite(V4_NUMBER)));
         xdp.assert_pass("registered", &hit, None, Counter::FibFailed);

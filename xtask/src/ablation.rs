@@ -16,7 +16,7 @@ const VARIANTS: &[(&str, &str)] = &[
     ("no-peer-stats", "ablate-peer-stats"),
     ("no-hop-check", "ablate-hop-check"),
     ("no-outcome-stats", "ablate-outcome-stats"),
-    ("no-route-filter", "ablate-route-filter"),
+    ("no-route-index", "ablate-route-index"),
     ("xdp-tx", "xdp-tx"),
     // Not an ablation: the full program plus eight empty calls (see the bench's report).
     ("calibrate-8-calls", "calibrate-calls"),
