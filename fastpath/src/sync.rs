@@ -950,7 +950,10 @@ mod tests {
         let (slotted, routes_only): (Vec<usize>, Vec<usize>) =
             (0..10).partition(|&i| matches!(index.find(numbers[i].key), Found::Peer(_)));
         // (Some of the other numbers may share the bucket and hold slots too.)
-        assert!(slotted.len() >= 2 && routes_only.len() >= 3, "{slotted:?} {routes_only:?}");
+        assert!(
+            slotted.len() >= 2 && routes_only.len() >= 3,
+            "{slotted:?} {routes_only:?}"
+        );
         for i in [slotted[0], routes_only[0]] {
             s.apply(&record(&names[i], B, State::Verified), 0).unwrap();
             assert_program_sees_routes(&s, &[]);
