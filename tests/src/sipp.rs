@@ -183,11 +183,12 @@ impl Uas {
         match self.guard.wait_timeout(left.max(Duration::from_secs(1)))? {
             Some(status) => self.run.check_exit(status)?,
             None => {
-                // Seen once in a CI run: SIPp ignored both SIGUSR1 and its own -timeout,
-                // as if its count of open calls never reached zero (every call of its
-                // scenario ends within seconds). Its statistics are written every second,
-                // so the last ones count every call that ended long before we asked: kill
-                // it, say so, and let the caller's checks on those counts decide.
+                // SIPp waits for its open calls, and a call it opened for a message it did
+                // not expect (an ACK that a reload sent by a new route: seen in CI) never
+                // ended before the scenario learnt to end it. Should another such call
+                // stay open, its statistics (written every second) still count every call
+                // that ended long before we asked: kill it, say so, and let the caller's
+                // checks on those counts decide.
                 eprintln!(
                     "fastpath-tests: SIPp UAS did not stop by its deadline; killed it. \
                      Last screen: {}",
