@@ -1554,6 +1554,40 @@ fn a_new_route_capacity_resizes_the_route_index() -> Result<()> {
     Ok(())
 }
 
+/// A number whose `ROUTE_INDEX` bucket is full lives in `ROUTES` only: the program finds
+/// the bucket's mark and asks the hash map. Ten numbers of one bucket (it holds seven):
+/// every one hits (up to the FIB, which this test has no topology for), and an
+/// unregistered number of the same bucket misses after the hash map said no.
+#[test]
+fn numbers_of_a_full_index_bucket_hit_through_routes() -> Result<()> {
+    use fastpath_common::route_index::{Place, SLOTS, bucket_bits};
+    // The harness's capacity: 1024 routes, the smallest index.
+    let bits = bucket_bits(1024);
+    let bucket = |n: &String| Place::of(key(n), bits).bucket;
+    let crowded = bucket(&"15550000000".to_string());
+    let mut crowd: Vec<String> = (0..)
+        .map(|n| format!("1555{n:07}"))
+        .filter(|n| bucket(n) == crowded)
+        .take(SLOTS + 4)
+        .collect();
+    let unregistered = crowd.pop().context("the bucket's numbers")?;
+    let registered = crowd;
+    let mut text = CONFIG.to_string();
+    for n in &registered {
+        text += &format!("\n[[routes]]\nnumber = \"{n}\"\npeer = \"v4-pbx\"\n");
+    }
+    let mut xdp = Harness::with_config("pkfull", &fastpath::config::Config::parse(&text)?)?;
+    let index = fastpath::route_index::RouteIndex::map_pinned(xdp.pin_dir())?.occupancy();
+    ensure!(index.overflowed == 1, "{index:?}");
+    for n in &registered {
+        let frame = build(&v4_frame(&invite(n)));
+        xdp.assert_pass(&format!("registered {n}"), &frame, None, Counter::FibFailed);
+    }
+    let frame = build(&v4_frame(&invite(&unregistered)));
+    xdp.assert_pass("unregistered, same bucket", &frame, None, Counter::Miss);
+    Ok(())
+}
+
 #[test]
 fn invite_ack_cancel_all_hit() -> Result<()> {
     with_gateway("pkm", |gw| {
