@@ -962,7 +962,7 @@ mod tests {
         for i in revoked {
             s.apply(&record(&names[i], A, State::Revoked), 0).unwrap();
         }
-        let gone: Vec<_> = revoked.iter().map(|&i| numbers[i].clone()).collect();
+        let gone: Vec<_> = revoked.iter().map(|&i| numbers[i]).collect();
         assert_program_sees_routes(&s, &gone);
         s.reconcile(&numbers[..5]).unwrap();
         assert_program_sees_routes(&s, &numbers[5..]);
