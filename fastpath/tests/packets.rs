@@ -1588,6 +1588,49 @@ fn numbers_of_a_full_index_bucket_hit_through_routes() -> Result<()> {
     Ok(())
 }
 
+/// The daemon changes a number's `ROUTE_INDEX` slot with one atomic store while the
+/// program reads it: moved back and forth between a peer and an empty peer slot under
+/// traffic, the number is always found, at one or the other (a hit up to the FIB, which
+/// this test has no topology for, or "peer unavailable"), never missed or half-read.
+#[test]
+fn a_number_moved_under_traffic_is_always_found() -> Result<()> {
+    const RUNS: usize = 20_000;
+    let mut xdp = Harness::new("pkmove")?;
+    let mut index = fastpath::route_index::RouteIndex::map_pinned(xdp.pin_dir())?;
+    let number = key(V4_NUMBER);
+    let fastpath_common::route_index::Found::Peer(peer) = index.find(number) else {
+        anyhow::bail!("{V4_NUMBER} is not in the index");
+    };
+    let empty_slot = fastpath_common::maps::MAX_PEERS - 1;
+    let frame = build(&v4_frame(&invite(V4_NUMBER)));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (outcomes, moves) = std::thread::scope(|scope| -> Result<_> {
+        let mover = scope.spawn(|| {
+            let mut moves = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && moves < 100_000_000 {
+                index.insert(number, if moves % 2 == 0 { empty_slot } else { peer });
+                moves += 1;
+            }
+            index.insert(number, peer);
+            moves
+        });
+        let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+        for _ in 0..RUNS {
+            let (_, counter) = xdp.run_counted(&frame, None)?;
+            *outcomes.entry(format!("{counter:?}")).or_default() += 1;
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok((outcomes, mover.join().expect("the mover")))
+    })?;
+    ensure!(moves > 1000, "the slot moved only {moves} times");
+    let expected = ["FibFailed", "PeerUnavailable"];
+    ensure!(
+        outcomes.keys().all(|k| expected.contains(&k.as_str())),
+        "{outcomes:?} over {moves} moves"
+    );
+    Ok(())
+}
+
 #[test]
 fn invite_ack_cancel_all_hit() -> Result<()> {
     with_gateway("pkm", |gw| {
