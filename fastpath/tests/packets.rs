@@ -1608,7 +1608,14 @@ fn a_number_moved_under_traffic_is_always_found() -> Result<()> {
         let mover = scope.spawn(|| {
             let mut moves = 0u64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) && moves < 100_000_000 {
-                index.insert(number, if moves % 2 == 0 { empty_slot } else { peer });
+                index.insert(
+                    number,
+                    if moves.is_multiple_of(2) {
+                        empty_slot
+                    } else {
+                        peer
+                    },
+                );
                 moves += 1;
             }
             index.insert(number, peer);
