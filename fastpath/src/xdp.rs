@@ -82,14 +82,19 @@ fn drop_resized_index(pin_dir: &Path, buckets: u32) -> anyhow::Result<()> {
         return Ok(());
     }
     let pinned = aya::maps::MapData::from_pin(&path)
-        .and_then(|map| map.info())
-        .with_context(|| format!("reading {}", path.display()))?
-        .max_entries();
-    if pinned != buckets {
+        .with_context(|| format!("opening {}", path.display()))?;
+    let pinned_buckets = pinned.info()?.max_entries();
+    if pinned_buckets != buckets {
         info!(
-            pinned_buckets = pinned,
+            pinned_buckets,
             buckets, "the route capacity changed: a new ROUTE_INDEX of the new size"
         );
+        // A program left attached by the earlier run (`--keep-attached`) reads this index
+        // until the new program replaces it, while this run changes `ROUTES`: emptied, it
+        // sends every number to the proxy, which routes by this run's table.
+        crate::route_index::RouteIndex::map(&pinned)
+            .context("mapping the old ROUTE_INDEX")?
+            .rebuild([]);
         std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
     }
     Ok(())

@@ -1538,7 +1538,12 @@ fn a_new_route_capacity_resizes_the_route_index() -> Result<()> {
     let capacities = [(1024, 1 << 13), (100_000, 1 << 16), (1024, 1 << 13)];
     for (restart, (max_routes, buckets)) in capacities.into_iter().enumerate() {
         if restart > 0 {
+            // What a program left attached by the earlier run would still read: emptied
+            // when it is replaced, so that such a program asks the proxy for every number.
+            let old = fastpath::route_index::RouteIndex::map_pinned(xdp.pin_dir())?;
+            ensure!(old.occupancy().numbers == config().routes.len() as u64);
             xdp = xdp.reloaded(&config(), max_routes)?;
+            ensure!(old.occupancy().numbers == 0, "the old index still routes");
         }
         let index = fastpath::maps::open_pinned(xdp.pin_dir(), fastpath_common::maps::ROUTE_INDEX)?;
         ensure!(
