@@ -375,7 +375,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
             }
         };
         report.note_verified(&name, fastpath::xdp::program(&mut variant)?)?;
-        paths.push(variant_probe(&name, variants.len() + 1, &frames, ingress));
+        paths.extend(variant_probes(&name, variants.len() + 1, &frames, ingress));
         variants.push((name, variant));
     }
     fastpath::maps::apply_config(&mut ebpf, &bench_config()?, GENERATION)?;
@@ -749,30 +749,34 @@ fn variant_objects(args: &Args) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     Ok(objects)
 }
 
-/// A variant's hit. A waterfall stage (`stop-…`) passes the hit frame untouched at its
-/// stage and counts it not-SIP; every other variant forwards it.
-fn variant_probe(name: &str, program: usize, frames: &Frames, ingress: u32) -> Probe {
-    let (action, counter) = if name.starts_with("stop-") {
-        (XDP_PASS, Some(Counter::NotSip))
-    } else {
-        let action = if name == "xdp-tx" {
-            XDP_TX
-        } else {
-            XDP_REDIRECT
-        };
-        let counts = name != "no-outcome-stats" && name != "none-of-these";
-        (action, counts.then_some(Counter::Hit))
-    };
-    Probe {
-        name: format!("hit/{name}"),
-        ctx: xdp_md(frames.hit.len(), ingress),
-        frame: frames.hit.clone(),
+/// A variant's probes: its hit, and unless it is a waterfall stage (`stop-…`, which passes
+/// the hit frame untouched at its stage and counts it not-SIP), its miss and not-SIP too,
+/// so that an ablation or an earlier build shows what it costs every path.
+fn variant_probes(name: &str, program: usize, frames: &Frames, ingress: u32) -> Vec<Probe> {
+    let counts = name != "no-outcome-stats" && name != "none-of-these";
+    let probe = |path: &str, frame: &Vec<u8>, action: u32, counter: Counter| Probe {
+        name: format!("{path}/{name}"),
+        ctx: xdp_md(frame.len(), ingress),
+        frame: frame.clone(),
         kind: Kind::Fastpath {
             action,
-            counter,
+            counter: counts.then_some(counter),
             program,
         },
+    };
+    if name.starts_with("stop-") {
+        return vec![probe("hit", &frames.hit, XDP_PASS, Counter::NotSip)];
     }
+    let action = if name == "xdp-tx" {
+        XDP_TX
+    } else {
+        XDP_REDIRECT
+    };
+    vec![
+        probe("hit", &frames.hit, action, Counter::Hit),
+        probe("miss", &frames.miss, XDP_PASS, Counter::Miss),
+        probe("notsip", &frames.icmp, XDP_PASS, Counter::NotSip),
+    ]
 }
 
 /// The spare interface (in the gateway namespace, down) that keeps variant `i` attached.
