@@ -200,6 +200,67 @@ fn a_down_peer_falls_back_to_the_trunk() {
     );
 }
 
+/// A request whose Request-URI is `uri`, inside a dialog (`To` has a tag).
+fn in_dialog(method: &str, uri: &str) -> String {
+    format!(
+        "{method} {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-dlg\r\n\
+         From: <sip:+15550109999@203.0.113.2>;tag=t1\r\n\
+         To: <sip:caller@192.0.2.2>;tag=f1\r\n\
+         Call-ID: call-2@203.0.113.2\r\n\
+         CSeq: 2 {method}\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn requests_addressed_to_a_peer_go_to_it() {
+    let mut rig = rig();
+    // The peer's Contact, with or without a number the registry knows, and with the
+    // default port left out: a dialog's ACK, BYE and re-INVITE reach the peer.
+    for uri in [
+        format!("sip:pbx-7f3a@{PEER}"),
+        format!("sip:+15550109999@{PEER};transport=udp"),
+        "sip:pbx-7f3a@198.51.100.2".to_string(),
+    ] {
+        for method in ["ACK", "BYE", "INVITE", "INFO"] {
+            let request = in_dialog(method, &uri);
+            let (action, _) = rig.handle(request.as_bytes(), TRUNK);
+            assert_eq!(forward_to(action), addr(PEER), "{method} {uri}");
+        }
+    }
+    // So does a request outside a dialog (its CANCEL and its error's ACK with it).
+    let invite =
+        request("INVITE", "15550109999", "").replace("@192.0.2.1:5060", &format!("@{PEER}"));
+    assert_eq!(
+        forward_to(rig.handle(invite.as_bytes(), CALLER).0),
+        addr(PEER)
+    );
+    // An address the gateway was not given is not relayed to; a host name neither.
+    for uri in [
+        "sip:pbx-7f3a@198.51.100.77:5060",
+        "sip:pbx-7f3a@198.51.100.2:5070",
+        "sip:pbx-7f3a@pbx.example.net",
+    ] {
+        let (action, _) = rig.handle(in_dialog("BYE", uri).as_bytes(), CALLER);
+        assert_eq!(forward_to(action), addr(TRUNK), "{uri}");
+    }
+    // A registered number whose peer is down still takes the standard route, whatever
+    // host its Request-URI names.
+    assert!(rig.table.set_peer_up(0, false));
+    let registered = in_dialog("BYE", &format!("sip:+15550100001@{PEER}"));
+    assert_eq!(
+        forward_to(rig.handle(registered.as_bytes(), CALLER).0),
+        addr(TRUNK)
+    );
+    let contact = in_dialog("BYE", &format!("sip:pbx-7f3a@{PEER}"));
+    assert_eq!(
+        forward_to(rig.handle(contact.as_bytes(), CALLER).0),
+        addr(PEER)
+    );
+}
+
 #[test]
 fn max_forwards_and_loops() {
     let mut rig = rig();

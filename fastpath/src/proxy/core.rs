@@ -382,7 +382,8 @@ impl Proxy {
         wanted.unwrap_or(Transport::Udp)
     }
 
-    /// The classifier's decision on the Request-URI, then the route table, then trunks.
+    /// The classifier's decision on the Request-URI and the route table; for a number
+    /// registered to no peer, or no number, the peer the Request-URI names; then the trunks.
     fn decide(&self, msg: &Message, now: Millis) -> Result<NextHop, Pick> {
         let verdict = match msg.method() {
             // Exactly what the XDP program classifies: the request line as it came.
@@ -391,17 +392,39 @@ impl Proxy {
             // classifier on the same URI, so the two can never disagree.
             _ => classify_uri(msg.uri()),
         };
-        if let Verdict::Candidate { key, .. } = verdict {
-            match self.table.lookup(&key) {
+        let registered = match verdict {
+            Verdict::Candidate { key, .. } => match self.table.lookup(&key) {
                 Lookup::Peer { id, address } => return Ok(NextHop::Peer(id, address)),
-                Lookup::PeerDown { .. } | Lookup::Miss => {}
-            }
+                // Its calls take the standard route while the peer is down.
+                Lookup::PeerDown { .. } => true,
+                Lookup::Miss => false,
+            },
+            Verdict::Pass(_) => false,
+        };
+        if !registered && let Some(hop) = self.addressed_peer(msg) {
+            return Ok(hop);
         }
         let call_id = msg.text(msg.call_id);
         match self.trunks.pick(xxh3_64_with_seed(call_id, 0), now) {
             Pick::Trunk { index, address } => Ok(NextHop::Trunk(index, address)),
             other => Err(other),
         }
+    }
+
+    /// The peer whose address the Request-URI names (`sip:pbx-7f3a@198.51.100.2:5060`).
+    ///
+    /// Such a URI is the remote target a peer gave in its Contact, so requests inside a
+    /// dialog carry it (an ACK for a 2xx, a BYE, a re-INVITE), often with no number in it,
+    /// or a number of no registration: by the trunks they would reach a carrier that never
+    /// saw the dialog. RFC 3261 §16.5 sends a request for a host the proxy is not
+    /// responsible for to that host. Every request of a transaction carries the same URI,
+    /// so an INVITE, its CANCEL and the ACK of its error response go the same way. Only to
+    /// an address the gateway was given, whatever its health (a dialog lives nowhere
+    /// else): it relays to no host a request merely names.
+    fn addressed_peer(&self, msg: &Message) -> Option<NextHop> {
+        let addr = route_addr(msg.uri())??;
+        let id = self.table.peer_at(addr)?;
+        Some(NextHop::Peer(id, addr))
     }
 
     /// Loose routing (RFC 3261 §16.4, §16.12): a top Route naming us is removed, and a
@@ -842,7 +865,8 @@ fn uri_transport(value: &[u8]) -> Option<Transport> {
     })
 }
 
-/// The address of a Route value's URI: `Ok(None)` for a host name, `Err` if malformed.
+/// The address of a URI (a Route value's or a Request-URI): `Some(None)` for a host name,
+/// `None` if malformed.
 fn route_addr(value: &[u8]) -> Option<Option<SocketAddr>> {
     let inner = match value.iter().position(|&c| c == b'<') {
         Some(lt) => {
