@@ -35,6 +35,12 @@ const VARIANTS: &[(&str, &str)] = &[
 
 /// Builds every variant into `out_dir` (one object file per variant name).
 pub fn build(root: &Path, out_dir: &Path) -> Result<()> {
+    // Only this list's variants: one an earlier checkout built (no-route-filter, say) would
+    // be measured beside them, or fail to load, with no source left to say what it was.
+    if out_dir.exists() {
+        std::fs::remove_dir_all(out_dir)
+            .with_context(|| format!("clearing {}", out_dir.display()))?;
+    }
     std::fs::create_dir_all(out_dir)?;
     // One target directory for all variants: `core` is built once.
     let target_dir = root.join("target/ablation-build");
