@@ -366,14 +366,17 @@ fn responses_are_routed_by_via_and_only_through_our_own() {
     ));
 }
 
+/// `request` inside its dialog: the To field has the tag the callee gave.
+fn within_dialog(request: String) -> String {
+    request.replacen("@192.0.2.1>\r\n", "@192.0.2.1>;tag=t1\r\n", 1)
+}
+
 #[test]
 fn loose_routing_pops_our_route_and_follows_the_next() {
     let mut rig = rig();
-    let msg = request(
-        "INVITE",
-        "15550109999",
-        "Route: <sip:192.0.2.1:5060;lr>, <sip:198.51.100.7:5070;lr>\r\nMax-Forwards: 70\r\n",
-    );
+    let routes =
+        "Route: <sip:192.0.2.1:5060;lr>, <sip:198.51.100.7:5070;lr>\r\nMax-Forwards: 70\r\n";
+    let msg = within_dialog(request("INVITE", "15550109999", routes));
     let (action, out) = rig.handle(msg.as_bytes(), CALLER);
     assert_eq!(
         action,
@@ -386,6 +389,15 @@ fn loose_routing_pops_our_route_and_follows_the_next() {
         out.contains("\r\nRoute: <sip:198.51.100.7:5070;lr>\r\n"),
         "{out}"
     );
+    // Outside a dialog, a Route set naming another host is refused, not followed: the
+    // gateway is no relay to wherever a sender likes.
+    for method in ["INVITE", "OPTIONS", "CANCEL"] {
+        let preloaded = request(method, "15550109999", routes);
+        let (action, out) = rig.handle(preloaded.as_bytes(), CALLER);
+        assert_eq!(status(action, &out), "SIP/2.0 403 Preloaded Route Denied");
+    }
+    let (action, _) = rig.handle(request("ACK", "15550109999", routes).as_bytes(), CALLER);
+    assert!(matches!(action, Action::Drop(_)), "no answer to an ACK");
     // Only our Route: removed, then the Request-URI decides.
     let msg = request("INVITE", "15550100001", "Route: <sip:192.0.2.1;lr>\r\n");
     let (action, out) = rig.handle(msg.as_bytes(), CALLER);

@@ -78,6 +78,12 @@ fn invite(number: &str, via: &str, extra: &str, body: &str) -> String {
     )
 }
 
+/// `request` inside its dialog (the To field has the callee's tag): a Route set is followed
+/// only there.
+fn within_dialog(request: String) -> String {
+    request.replacen("@192.0.2.1>\r\n", "@192.0.2.1>;tag=t1\r\n", 1)
+}
+
 fn top_via(out: &str) -> &str {
     out.lines().nth(1).unwrap_or_default()
 }
@@ -182,7 +188,7 @@ fn transport_tcp_on_the_route_or_on_a_uri_naming_the_next_hop_picks_tcp() {
     let (action, out) = handle(
         &proxy,
         Transport::Udp,
-        &invite("15550109999", "UDP", route, ""),
+        &within_dialog(invite("15550109999", "UDP", route, "")),
         CALLER,
     );
     assert!(
@@ -192,12 +198,12 @@ fn transport_tcp_on_the_route_or_on_a_uri_naming_the_next_hop_picks_tcp() {
     assert!(top_via(&out).starts_with("Via: SIP/2.0/TCP "));
 
     // A Request-URI whose host is the next hop (a Route to it, a URI with its address).
-    let request = invite(
+    let request = within_dialog(invite(
         "15550109999",
         "UDP",
         "Route: <sip:198.51.100.9:5070;lr>\r\n",
         "",
-    )
+    ))
     .replace(
         "INVITE sip:15550109999@192.0.2.1:5060 SIP/2.0",
         "INVITE sip:15550109999@198.51.100.9:5070;transport=tcp SIP/2.0",
@@ -260,7 +266,7 @@ fn with_tcp_off_everything_leaves_over_udp_as_before() {
     let (action, out) = handle(
         &proxy,
         Transport::Udp,
-        &invite("15550109999", "UDP", route, ""),
+        &within_dialog(invite("15550109999", "UDP", route, "")),
         CALLER,
     );
     assert_eq!(

@@ -300,6 +300,14 @@ impl Proxy {
             // Well formed, but the gateway does no DNS and sends nowhere but unicast.
             Err(RouteError::Unusable) => return answer(502, "Unusable Route Host", out),
         };
+        if by_route.is_some() && msg.to_tag().is_none() {
+            // A Route set outside a dialog that names a host besides us: the sender asks
+            // the gateway to relay to wherever it likes, from an address other networks
+            // may trust (RFC 3261 §16.4 leaves preloaded routes to local policy; Kamailio's
+            // default configuration refuses them too). Inside a dialog, a Route set is the
+            // one the dialog's proxies recorded.
+            return answer(403, "Preloaded Route Denied", out);
+        }
         let next = match by_route {
             Some(hop) => hop,
             None => match self.decide(msg, now) {
