@@ -803,11 +803,15 @@ fn xdp_md(len: usize, ingress: u32) -> Vec<u8> {
 fn pin_to_current_cpu() -> Option<usize> {
     // SAFETY: no arguments, no memory.
     let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    pin_to_cpu(cpu).then_some(cpu)
+}
+
+/// Keeps the calling thread on `cpu`; false when the kernel refuses. Best effort.
+fn pin_to_cpu(cpu: usize) -> bool {
     // SAFETY: `set` is a zeroed cpu_set_t owned here; 0 names the calling thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        (libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0)
-            .then_some(cpu)
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
     }
 }

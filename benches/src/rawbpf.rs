@@ -1,5 +1,6 @@
-//! The `XDP_DROP` baseline: a two-instruction program loaded and run through raw `bpf(2)`
-//! calls, because aya only loads programs from ELF objects.
+//! Programs of a few instructions, loaded and run through raw `bpf(2)` calls because aya
+//! only loads programs from ELF objects: the `XDP_DROP` baseline, and the veth benchmark's
+//! live-frames source (`crate::generator`).
 //!
 //! The attribute structs below are prefixes of the kernel's `union bpf_attr` members; the
 //! kernel accepts a shorter `size` and treats the missing tail as zero.
@@ -16,6 +17,8 @@ const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 const XDP_FLAGS_SKB_MODE: u32 = 2;
 const XDP_FLAGS_DRV_MODE: u32 = 4;
+/// `bpf_attr.test.flags`: run the program on live frames and act on its verdicts.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
 /// `r0 = XDP_DROP (1); exit` as `struct bpf_insn` (code, dst/src regs, off, imm), little-endian.
 const DROP_INSNS: [u64; 2] = [
@@ -101,24 +104,47 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_int> {
     }
 }
 
+/// Loads `insns` as an XDP program named `name` (at most 15 bytes).
+pub fn load_xdp(name: &str, insns: &[u64]) -> anyhow::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut prog_name = [0u8; 16];
+    prog_name[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name,
+        expected_attach_type: BPF_XDP,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_PROG_LOAD, &mut attr).with_context(|| format!("BPF_PROG_LOAD of {name}"))?;
+    // SAFETY: on success BPF_PROG_LOAD returns a new file descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// One `BPF_PROG_TEST_RUN` in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`): the program
+/// runs on `repeat` copies of `frame` as if received on `ctx`'s ingress interface, and the
+/// kernel carries out what it returns (`XDP_TX` sends the frame out of that interface).
+pub fn run_live(prog: &OwnedFd, frame: &[u8], ctx: &[u8], repeat: u32) -> anyhow::Result<()> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        repeat,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN with live frames")?;
+    Ok(())
+}
+
 impl DropProgram {
     pub fn load() -> anyhow::Result<Self> {
-        let license = c"GPL";
-        let mut name = [0u8; 16];
-        name[..13].copy_from_slice(b"fp_bench_drop");
-        let mut attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: DROP_INSNS.len() as u32,
-            insns: DROP_INSNS.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            prog_name: name,
-            expected_attach_type: BPF_XDP,
-            ..Default::default()
-        };
-        let fd = bpf(BPF_PROG_LOAD, &mut attr).context("BPF_PROG_LOAD of the XDP_DROP baseline")?;
-        // SAFETY: on success BPF_PROG_LOAD returns a new file descriptor that we now own.
         Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: load_xdp("fp_bench_drop", &DROP_INSNS)?,
         })
     }
 

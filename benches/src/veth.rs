@@ -11,20 +11,20 @@
 //! the gateway's, so the ones the program passes end at the stack's first check (`ip_rcv`
 //! drops other hosts' frames) and no replies flow back.
 //!
-//! The generator ([`crate::generator`]) sends a fixed count of one prebuilt frame per
-//! phase; the phases, each with its program attached only for its own send, are
+//! The generator ([`crate::generator`], live frames) sends a fixed count of one prebuilt
+//! frame per phase; the phases, each with its program attached only for its own send, are
 //! interleaved round after round:
 //! - `generator`: the same frames into a second veth pair inside the sender's namespace
-//!   whose far end runs nothing and has no address: the generator's own rate with the
-//!   cheapest receive the kernel has without XDP (the ceiling of what can be measured);
+//!   whose far end runs nothing, so the veth refuses them at once: the generator's own
+//!   rate (the ceiling of what can be measured);
 //! - `drop`: an `XDP_DROP` program on the gateway's veth, counted by the veth's rx packets
 //!   (a native program's veth counts each frame its NAPI runs the program on);
 //! - `notsip`, `miss`, `hit`: fastpath, counted by its own `STATS` counters, the hit also
 //!   by the sink's rx packets.
 //!
-//! Rate = frames the program processed / wall time of the send. On a small machine the
-//! sender, the veth's NAPI and the program share CPUs, so the absolute figures mostly
-//! measure the generator: the ratio to `drop` is the figure that matters.
+//! Rate = frames the program processed / wall time of the send. The veth's NAPI runs on
+//! the sender's CPU, inside its send: each figure is the generator's cost plus the
+//! receiver's, so the ratio to `drop` is the figure that matters.
 
 use std::{
     path::Path,
@@ -124,16 +124,15 @@ pub fn run(prefix: &str, plan: &Plan) -> anyhow::Result<Vec<(String, f64, &'stat
         sink_prog.attach_native(fastpath::xdp::ifindex(&topo.ifname(Iface::Peer))?)
     })
     .context("attaching the sink's XDP_DROP")?;
-    let (generator, caller_ifindex, gen_ifindex) = in_netns(&caller, || {
+    let (caller_ifindex, gen_ifindex) = in_netns(&caller, || {
         Ok((
-            Generator::open()?,
             fastpath::xdp::ifindex(&topo.ifname(Iface::Caller))?,
             fastpath::xdp::ifindex(&gen_tx)?,
         ))
     })?;
     let pin = crate::PinDir(format!("/sys/fs/bpf/fp-veth-{}", std::process::id()).into());
     let out = Outlets {
-        generator: &generator,
+        caller: &caller,
         caller_ifindex,
         gen_ifindex,
     };
@@ -146,11 +145,31 @@ pub fn run(prefix: &str, plan: &Plan) -> anyhow::Result<Vec<(String, f64, &'stat
     Ok(report(plan, &samples))
 }
 
-/// Where the generator sends: the gateway's veth, or the spare pair in its namespace.
+/// Where the generator sends from: the sender's namespace, and in it the veth to the
+/// gateway or the spare pair.
 struct Outlets<'a> {
-    generator: &'a Generator,
+    caller: &'a str,
     caller_ifindex: u32,
     gen_ifindex: u32,
+}
+
+impl Outlets<'_> {
+    /// Sends `plan.frames` copies out of `ifindex`, from a thread in the sender's
+    /// namespace (live frames leave by an interface of the caller's namespace) on `cpu`.
+    fn send(
+        &self,
+        generator: &Generator,
+        ifindex: u32,
+        plan: &Plan,
+        cpu: Option<usize>,
+    ) -> anyhow::Result<Sent> {
+        in_netns(self.caller, || {
+            if let Some(cpu) = cpu {
+                crate::pin_to_cpu(cpu);
+            }
+            generator.send(ifindex, plan.frames, plan.limit)
+        })
+    }
 }
 
 /// Runs in its own thread, moved into the gateway namespace; samples per phase.
@@ -161,7 +180,8 @@ fn measure(
     plan: &Plan,
 ) -> anyhow::Result<Vec<Vec<Sample>>> {
     enter_netns(&topo.ns_name(Host::Gateway))?;
-    if let Some(cpu) = crate::pin_to_current_cpu() {
+    let cpu = crate::pin_to_current_cpu();
+    if let Some(cpu) = cpu {
         eprintln!("veth: generator pinned to CPU {cpu}");
     }
     let gw_if = topo.ifname(Iface::GwCaller);
@@ -180,6 +200,11 @@ fn measure(
     let fastpath = fastpath::xdp::program(&mut ebpf)?;
     let drop_prog = DropProgram::load()?;
     let frames = Frames::build()?;
+    let (hit, miss, icmp) = (
+        Generator::new(&frames.hit)?,
+        Generator::new(&frames.miss)?,
+        Generator::new(&frames.icmp)?,
+    );
 
     let gateway_ns = topo.ns_name(Host::Gateway);
     let peer_ns = topo.ns_name(Host::Peer);
@@ -191,12 +216,12 @@ fn measure(
             let i = (k + round) % PHASES.len();
             crate::check_stop()?;
             let (name, phase) = PHASES[i];
-            let frame = match phase {
-                Phase::Fastpath(Counter::NotSip) => &frames.icmp,
-                Phase::Fastpath(Counter::Miss) => &frames.miss,
-                _ => &frames.hit,
+            let generator = match phase {
+                Phase::Fastpath(Counter::NotSip) => &icmp,
+                Phase::Fastpath(Counter::Miss) => &miss,
+                _ => &hit,
             };
-            let send = |ifindex| out.generator.send(ifindex, frame, plan.frames, plan.limit);
+            let send = |ifindex| out.send(generator, ifindex, plan, cpu);
             let sample = match phase {
                 Phase::Generator => {
                     let sent = send(out.gen_ifindex)?;
@@ -311,16 +336,8 @@ fn report(plan: &Plan, samples: &[Vec<Sample>]) -> Vec<(String, f64, &'static st
         plan.frames, plan.rounds
     );
     println!(
-        "{:<10} {:>12} {:>8} {:>8} {:>8} {:>10} {:>12} {:>10} {:>8}",
-        "phase",
-        "median Mpps",
-        "min",
-        "max",
-        "x drop",
-        "ns - drop",
-        "sent Mpps",
-        "processed",
-        "busy"
+        "{:<10} {:>12} {:>8} {:>8} {:>8} {:>10} {:>12} {:>10}",
+        "phase", "median Mpps", "min", "max", "x drop", "ns - drop", "sent Mpps", "processed"
     );
     let drop_index = PHASES
         .iter()
@@ -342,10 +359,9 @@ fn report(plan: &Plan, samples: &[Vec<Sample>]) -> Vec<(String, f64, &'static st
         let (processed, sent): (u64, u64) = samples[i]
             .iter()
             .fold((0, 0), |(p, s), x| (p + x.processed, s + x.sent.frames));
-        let busy: u64 = samples[i].iter().map(|s| s.sent.busy).sum();
         let med = crate::median(&rates);
         println!(
-            "{name:<10} {med:>12.3} {:>8.3} {:>8.3} {:>8.2} {:>10.0} {:>12.3} {:>9.1}% {busy:>8}",
+            "{name:<10} {med:>12.3} {:>8.3} {:>8.3} {:>8.2} {:>10.0} {:>12.3} {:>9.1}%",
             crate::minimum(&rates),
             rates.iter().copied().fold(0.0, f64::max),
             med / drop,
@@ -370,22 +386,25 @@ fn report(plan: &Plan, samples: &[Vec<Sample>]) -> Vec<(String, f64, &'static st
 mod tests {
     use super::*;
 
-    /// The generator's count is what reaches the other end of the veth, and the veth's rx
-    /// counter (what the `drop` phase reads) sees each frame once.
+    /// The generator's count is what reaches the other end of the veth, each frame as the
+    /// template says even where the receiver rewrote the last one in place, and the veth's
+    /// rx counter (what the `drop` phase reads) sees each frame once.
     #[test]
     fn the_generator_sends_the_count_and_the_veth_counts_each_frame_once() -> anyhow::Result<()> {
         const FRAMES: u64 = 1000;
         let topo = Topology::new("xvgen")?;
         let frames = Frames::build()?;
-        let (generator, ifindex) = in_netns(&topo.ns_name(Host::Caller), || {
-            Ok((
-                Generator::open()?,
-                fastpath::xdp::ifindex(&topo.ifname(Iface::Caller))?,
-            ))
-        })?;
+        let generator = Generator::new(&frames.hit)?;
         let (ns, dev) = (topo.ns_name(Host::Gateway), topo.ifname(Iface::GwCaller));
+        // The receiving end needs NAPI (an XDP program) to take frames from a peer's
+        // `ndo_xdp_xmit`.
+        let sink = DropProgram::load()?;
+        let _link = in_netns(&ns, || sink.attach_native(fastpath::xdp::ifindex(&dev)?))?;
         let before = rx_packets(&ns, &dev)?;
-        let sent = generator.send(ifindex, &frames.hit, FRAMES, Duration::from_secs(30))?;
+        let sent = in_netns(&topo.ns_name(Host::Caller), || {
+            let ifindex = fastpath::xdp::ifindex(&topo.ifname(Iface::Caller))?;
+            generator.send(ifindex, FRAMES, Duration::from_secs(30))
+        })?;
         assert_eq!(sent.frames, FRAMES);
         let received = settled(|| rx_packets(&ns, &dev))? - before;
         // Besides ours, at most the caller's own IPv6 housekeeping (router solicitations).
