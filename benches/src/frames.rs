@@ -7,7 +7,7 @@ use anyhow::{Context, ensure};
 use fastpath_common::{Verdict, classify_bytes, normalize_number};
 use fastpath_tests::{
     FrameSpec,
-    netns::{CALLER_V4, GW_CALLER_V4, SIP_PORT},
+    netns::{CALLER_V4, CALLER_V6, GW_CALLER_V4, GW_CALLER_V6, SIP_PORT},
     packet,
 };
 
@@ -15,6 +15,8 @@ use fastpath_tests::{
 pub const HIT_NUMBER: &str = "22654435761";
 /// Never registered: generated numbers all start with 2.
 pub const MISS_NUMBER: &str = "15550100999";
+/// Registered to the IPv6 peer (the generated numbers all go to the IPv4 one).
+pub const HIT6_NUMBER: &str = "15550100006";
 /// A hit decrements it once per repetition of the reused buffer.
 pub const TTL: u8 = 255;
 /// A UDP port that is not configured as SIP.
@@ -29,6 +31,10 @@ pub struct Frames {
     pub other_port: Vec<u8>,
     /// An ICMP echo request of the same size: not UDP at all.
     pub icmp: Vec<u8>,
+    /// INVITE over IPv6 to the number registered to the IPv6 peer.
+    pub hit6: Vec<u8>,
+    /// The miss's INVITE over IPv6.
+    pub miss6: Vec<u8>,
 }
 
 /// A typical INVITE without a body; only the request line matters to the classifier.
@@ -57,13 +63,31 @@ fn udp(payload: Vec<u8>, dst_port: u16) -> anyhow::Result<Vec<u8>> {
     .build()
 }
 
+/// The same over IPv6, to the gateway's caller-side address.
+fn udp6(payload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    FrameSpec::udp(
+        SocketAddr::new(CALLER_V6.into(), 5062),
+        SocketAddr::new(GW_CALLER_V6.into(), SIP_PORT),
+        payload,
+    )
+    .ttl(TTL)
+    .build()
+}
+
 impl Frames {
     pub fn build() -> anyhow::Result<Self> {
         let hit = udp(invite(HIT_NUMBER), SIP_PORT)?;
         let miss = udp(invite(MISS_NUMBER), SIP_PORT)?;
         let other_port = udp(invite(HIT_NUMBER), OTHER_PORT)?;
         let icmp = to_icmp_echo(&hit)?;
-        for (frame, number) in [(&hit, HIT_NUMBER), (&miss, MISS_NUMBER)] {
+        let hit6 = udp6(invite(HIT6_NUMBER))?;
+        let miss6 = udp6(invite(MISS_NUMBER))?;
+        for (frame, number) in [
+            (&hit, HIT_NUMBER),
+            (&miss, MISS_NUMBER),
+            (&hit6, HIT6_NUMBER),
+            (&miss6, MISS_NUMBER),
+        ] {
             let payload = packet::udp_payload(frame).context("no UDP payload")?;
             let key = normalize_number(number.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
             ensure!(
@@ -74,14 +98,17 @@ impl Frames {
         ensure!(
             [&miss, &other_port, &icmp]
                 .iter()
-                .all(|f| f.len() == hit.len()),
-            "frames differ in length"
+                .all(|f| f.len() == hit.len())
+                && miss6.len() == hit6.len(),
+            "frames of one family differ in length"
         );
         Ok(Self {
             hit,
             miss,
             other_port,
             icmp,
+            hit6,
+            miss6,
         })
     }
 }

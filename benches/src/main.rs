@@ -28,7 +28,7 @@ mod sync;
 mod veth;
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -42,7 +42,11 @@ use aya::{
 use clap::Parser;
 use fastpath::{config::Config, stats::Counters};
 use fastpath_common::{Counter, RouteKey, maps::RouteValue, normalize_number};
-use fastpath_tests::{Host, Iface, Topology, netns::PEER_V4, packet};
+use fastpath_tests::{
+    Host, Iface, Topology,
+    netns::{PEER_V4, PEER_V6},
+    packet,
+};
 
 use crate::{frames::Frames, rawbpf::DropProgram};
 
@@ -52,6 +56,8 @@ const MAX_ROUTES: u32 = 1 << 20;
 const SIZES: [(&str, u32); 3] = [("1k", 1_000), ("100k", 100_000), ("1m", 1_000_000)];
 const PEER_PORT: u16 = 5060;
 const GENERATION: u32 = 1;
+/// The IPv6 peer's id: the second peer of [`bench_config`].
+const PEER6_ID: u32 = 1;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -345,6 +351,24 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
                 program: 0,
             },
         ),
+        (
+            "hit6",
+            &frames.hit6,
+            Kind::Fastpath {
+                action: XDP_REDIRECT,
+                counter: Some(Counter::Hit),
+                program: 0,
+            },
+        ),
+        (
+            "miss6",
+            &frames.miss6,
+            Kind::Fastpath {
+                action: XDP_PASS,
+                counter: Some(Counter::Miss),
+                program: 0,
+            },
+        ),
     ]
     .map(|(name, frame, kind)| Probe {
         name: name.to_string(),
@@ -384,7 +408,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
     // kernel reruns the program on the rewritten buffer, whose destination is the peer, and
     // each repetition must still be a hit (and pay for the lookup).
     let mut local = fastpath::maps::local_addresses()?;
-    local.push(PEER_V4.into());
+    local.extend([IpAddr::from(PEER_V4), IpAddr::from(PEER_V6)]);
     fastpath::maps::set_local_addrs(pin_dir, &local)?;
     let stats: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
         ebpf.take_map(fastpath_common::maps::STATS)
@@ -425,6 +449,7 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
         .map(route_key)
         .collect::<Result<_, _>>()?;
     let hit_key = normalize_number(frames::HIT_NUMBER.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+    let hit6_key = normalize_number(frames::HIT6_NUMBER.as_bytes()).map_err(|e| anyhow!("{e}"))?;
     ensure!(
         keys[0] == hit_key,
         "the generated numbers must start with the hit number"
@@ -474,7 +499,11 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
             );
         }
         // Outside the timed fill (the sync benchmark times the daemon's own writes).
-        fastpath::maps::index_routes(&mut ebpf, keys[..entries_usize].iter().map(|&k| (k, 0)))?;
+        let hit6 = (hit6_key, PEER6_ID);
+        fastpath::maps::index_routes(
+            &mut ebpf,
+            keys[..entries_usize].iter().map(|&k| (k, 0)).chain([hit6]),
+        )?;
         report.fills.push((label, entries, fill_time.as_secs_f64()));
 
         let mut progs = vec![&*fastpath::xdp::program(&mut ebpf)?];
@@ -507,15 +536,20 @@ fn bench(args: &Args, topo: &Topology, pin_dir: &Path) -> anyhow::Result<Report>
     Ok(report)
 }
 
-/// The daemon's configuration for the benchmarks: SIP on 5060, one peer, the hit number
-/// routed to it (the generated numbers are written to `ROUTES` directly).
+/// The daemon's configuration for the benchmarks: SIP on 5060, an IPv4 peer with the hit
+/// number and an IPv6 peer (id [`PEER6_ID`]) with the IPv6 hit number (the generated
+/// numbers are written to `ROUTES` directly, all for the IPv4 peer).
 fn bench_config() -> anyhow::Result<Config> {
     Config::parse(&format!(
         "[xdp]\nsip_ports = [{PEER_PORT}]\nmax_routes = {MAX_ROUTES}\n\
          [[peers]]\nname = \"peer\"\naddress = \"{}\"\n\
-         [[routes]]\nnumber = \"{}\"\npeer = \"peer\"\n",
+         [[peers]]\nname = \"peer6\"\naddress = \"{}\"\n\
+         [[routes]]\nnumber = \"{}\"\npeer = \"peer\"\n\
+         [[routes]]\nnumber = \"{}\"\npeer = \"peer6\"\n",
         SocketAddr::new(PEER_V4.into(), PEER_PORT),
+        SocketAddr::new(PEER_V6.into(), PEER_PORT),
         frames::HIT_NUMBER,
+        frames::HIT6_NUMBER,
     ))
 }
 
@@ -554,23 +588,27 @@ fn check_once(progs: &[&Xdp], drop_prog: &DropProgram, path: &Probe) -> anyhow::
             );
             out.truncate(result.data_size_out as usize);
             if action == XDP_REDIRECT || action == XDP_TX {
+                let v6 = packet::dst_ip(&path.frame).is_some_and(|ip| ip.is_ipv6());
+                let (peer, hops) = if v6 {
+                    (IpAddr::from(PEER_V6), packet::hop_limit(&out))
+                } else {
+                    (IpAddr::from(PEER_V4), packet::ttl(&out))
+                };
+                let name = &path.name;
                 ensure!(
-                    packet::dst_ip(&out) == Some(PEER_V4.into()),
-                    "hit: destination not rewritten"
+                    packet::dst_ip(&out) == Some(peer),
+                    "{name}: destination not rewritten"
                 );
                 ensure!(
                     packet::dst_port(&out) == Some(PEER_PORT),
-                    "hit: port not rewritten"
+                    "{name}: port not rewritten"
                 );
+                ensure!(hops == Some(frames::TTL - 1), "{name}: TTL not decremented");
                 ensure!(
-                    packet::ttl(&out) == Some(frames::TTL - 1),
-                    "hit: TTL not decremented"
+                    v6 || packet::ipv4_header_checksum_ok(&out),
+                    "{name}: bad IPv4 checksum"
                 );
-                ensure!(
-                    packet::ipv4_header_checksum_ok(&out),
-                    "hit: bad IPv4 checksum"
-                );
-                ensure!(packet::udp_checksum_ok(&out), "hit: bad UDP checksum");
+                ensure!(packet::udp_checksum_ok(&out), "{name}: bad UDP checksum");
             } else {
                 ensure!(
                     out == path.frame,
