@@ -1,7 +1,7 @@
 //! The frames each path runs on; all four have the same length, so only the program's
 //! work differs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, ensure};
 use fastpath_common::{Verdict, classify_bytes, normalize_number};
@@ -53,21 +53,16 @@ fn invite(number: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn udp(payload: Vec<u8>, dst_port: u16) -> anyhow::Result<Vec<u8>> {
+/// From the caller to the gateway's caller-side address, over IPv4 or (`v6`) IPv6.
+fn udp(payload: Vec<u8>, dst_port: u16, v6: bool) -> anyhow::Result<Vec<u8>> {
+    let (caller, gateway): (IpAddr, IpAddr) = if v6 {
+        (CALLER_V6.into(), GW_CALLER_V6.into())
+    } else {
+        (CALLER_V4.into(), GW_CALLER_V4.into())
+    };
     FrameSpec::udp(
-        SocketAddr::new(CALLER_V4.into(), 5062),
-        SocketAddr::new(GW_CALLER_V4.into(), dst_port),
-        payload,
-    )
-    .ttl(TTL)
-    .build()
-}
-
-/// The same over IPv6, to the gateway's caller-side address.
-fn udp6(payload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    FrameSpec::udp(
-        SocketAddr::new(CALLER_V6.into(), 5062),
-        SocketAddr::new(GW_CALLER_V6.into(), SIP_PORT),
+        SocketAddr::new(caller, 5062),
+        SocketAddr::new(gateway, dst_port),
         payload,
     )
     .ttl(TTL)
@@ -76,12 +71,12 @@ fn udp6(payload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
 
 impl Frames {
     pub fn build() -> anyhow::Result<Self> {
-        let hit = udp(invite(HIT_NUMBER), SIP_PORT)?;
-        let miss = udp(invite(MISS_NUMBER), SIP_PORT)?;
-        let other_port = udp(invite(HIT_NUMBER), OTHER_PORT)?;
+        let hit = udp(invite(HIT_NUMBER), SIP_PORT, false)?;
+        let miss = udp(invite(MISS_NUMBER), SIP_PORT, false)?;
+        let other_port = udp(invite(HIT_NUMBER), OTHER_PORT, false)?;
         let icmp = to_icmp_echo(&hit)?;
-        let hit6 = udp6(invite(HIT6_NUMBER))?;
-        let miss6 = udp6(invite(MISS_NUMBER))?;
+        let hit6 = udp(invite(HIT6_NUMBER), SIP_PORT, true)?;
+        let miss6 = udp(invite(MISS_NUMBER), SIP_PORT, true)?;
         for (frame, number) in [
             (&hit, HIT_NUMBER),
             (&miss, MISS_NUMBER),

@@ -70,6 +70,27 @@ struct TestRunAttr {
     _pad: u32,
 }
 
+impl TestRunAttr {
+    /// A run of `prog` on `repeat` copies of `frame` with the `xdp_md` `ctx` (may be empty);
+    /// the buffers must outlive the call.
+    fn new(prog: &OwnedFd, frame: &[u8], ctx: &[u8], repeat: u32) -> Self {
+        Self {
+            prog_fd: prog.as_raw_fd() as u32,
+            data_size_in: frame.len() as u32,
+            data_in: frame.as_ptr() as u64,
+            ctx_size_in: ctx.len() as u32,
+            // An empty slice's pointer is dangling, not null: say "no context" explicitly.
+            ctx_in: if ctx.is_empty() {
+                0
+            } else {
+                ctx.as_ptr() as u64
+            },
+            repeat,
+            ..Default::default()
+        }
+    }
+}
+
 /// `bpf_attr.link_create` for an XDP link: the fields before the per-type union.
 #[repr(C)]
 #[derive(Default)]
@@ -128,14 +149,8 @@ pub fn load_xdp(name: &str, insns: &[u64]) -> anyhow::Result<OwnedFd> {
 /// kernel carries out what it returns (`XDP_TX` sends the frame out of that interface).
 pub fn run_live(prog: &OwnedFd, frame: &[u8], ctx: &[u8], repeat: u32) -> anyhow::Result<()> {
     let mut attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        ctx_size_in: ctx.len() as u32,
-        ctx_in: ctx.as_ptr() as u64,
-        repeat,
         flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        ..Default::default()
+        ..TestRunAttr::new(prog, frame, ctx, repeat)
     };
     bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN with live frames")?;
     Ok(())
@@ -175,20 +190,7 @@ impl DropProgram {
     /// One `BPF_PROG_TEST_RUN`: the program's return value and the kernel's mean duration
     /// per repetition in ns (truncated to an integer by the kernel).
     pub fn test_run(&self, frame: &[u8], ctx: &[u8], repeat: u32) -> anyhow::Result<(u32, u32)> {
-        let mut attr = TestRunAttr {
-            prog_fd: self.fd.as_raw_fd() as u32,
-            data_size_in: frame.len() as u32,
-            data_in: frame.as_ptr() as u64,
-            ctx_size_in: ctx.len() as u32,
-            // An empty slice's pointer is dangling, not null: say "no context" explicitly.
-            ctx_in: if ctx.is_empty() {
-                0
-            } else {
-                ctx.as_ptr() as u64
-            },
-            repeat,
-            ..Default::default()
-        };
+        let mut attr = TestRunAttr::new(&self.fd, frame, ctx, repeat);
         bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN on the XDP_DROP baseline")?;
         Ok((attr.retval, attr.duration))
     }
