@@ -93,8 +93,9 @@ impl RouteIndex {
         unsafe { self.words.add(index).as_ref() }
     }
 
-    fn load(&self, place: Place) -> Bucket {
-        let start = place.bucket as usize * (SLOTS + 1);
+    /// Bucket `index` as it is now, word by word.
+    fn load(&self, index: u32) -> Bucket {
+        let start = index as usize * (SLOTS + 1);
         let mut bucket = Bucket::default();
         for (i, value) in bucket.iter_mut().enumerate() {
             *value = self.word(start + i).load(Ordering::Acquire);
@@ -105,14 +106,14 @@ impl RouteIndex {
     /// What the program would find for `key`.
     pub fn find(&self, key: RouteKey) -> Found {
         let place = Place::of(key, self.bits);
-        find(&self.load(place), place)
+        find(&self.load(place.bucket), place)
     }
 
     /// Routes `key` to `peer_id` (already in `ROUTES`). Returns false when its bucket is
     /// full: then the key is served from `ROUTES`, which the bucket's mark now says.
     pub fn insert(&mut self, key: RouteKey, peer_id: u32) -> bool {
         let place = Place::of(key, self.bits);
-        let mut bucket = self.load(place);
+        let mut bucket = self.load(place.bucket);
         let used = used(&bucket);
         let fits = match bucket[..used].iter().position(|&s| place.holds(s)) {
             Some(i) => {
@@ -137,7 +138,7 @@ impl RouteIndex {
     /// costs lookups.
     pub fn remove(&mut self, key: RouteKey) {
         let place = Place::of(key, self.bits);
-        let old = self.load(place);
+        let old = self.load(place.bucket);
         let mut bucket = Bucket::default();
         let kept = old[..used(&old)].iter().filter(|&&s| !place.holds(s));
         for (slot, &value) in bucket.iter_mut().zip(kept) {
@@ -183,14 +184,10 @@ impl RouteIndex {
             bytes: (self.buckets * size_of::<Bucket>()) as u64,
             ..Occupancy::default()
         };
-        for b in 0..self.buckets {
-            let start = b * (SLOTS + 1);
-            let used = (start..start + SLOTS)
-                .filter(|&i| self.word(i).load(Ordering::Relaxed) != 0)
-                .count();
-            occupancy.numbers += used as u64;
-            occupancy.overflowed +=
-                u64::from(self.word(start + SLOTS).load(Ordering::Relaxed) != 0);
+        for index in 0..self.buckets as u32 {
+            let bucket = self.load(index);
+            occupancy.numbers += used(&bucket) as u64;
+            occupancy.overflowed += u64::from(bucket[SLOTS] != 0);
         }
         occupancy
     }
