@@ -57,6 +57,11 @@ pub enum Lookup {
 pub struct RouteTable {
     routes: DashMap<RouteKey, u32, FxBuildHasher>,
     peers: ArcSwap<Vec<Peer>>,
+    /// `peers` by address. A peer keeps its address and id for the table's life, so this
+    /// only grows, and a peer is in `peers` before it is here. The proxy asks it for every
+    /// response and every request the route table does not route (up to `MAX_PEERS`
+    /// peers: not a scan).
+    ids: DashMap<SocketAddr, u32, FxBuildHasher>,
 }
 
 /// What [`RouteTable::replace_routes`] changed.
@@ -181,6 +186,7 @@ impl RouteTable {
             };
             next
         });
+        self.ids.insert(address, id);
         id
     }
 
@@ -246,11 +252,7 @@ impl RouteTable {
 
     /// The peer whose address is `addr`, if any (to attribute a response to a peer).
     pub fn peer_at(&self, addr: SocketAddr) -> Option<u32> {
-        self.peers
-            .load()
-            .iter()
-            .position(|p| p.address == addr)
-            .map(|i| i as u32)
+        self.ids.get(&addr).map(|id| *id)
     }
 
     /// Whether the peer at `addr` is known and down (a new `PEERS` slot for it must say so).
@@ -277,6 +279,19 @@ mod tests {
         ))
         .unwrap();
         RouteTable::from_config(&config)
+    }
+
+    #[test]
+    fn peers_are_found_by_address() {
+        let table = table();
+        assert_eq!(table.peer_at(PBX.parse().unwrap()), Some(0));
+        let other: SocketAddr = "198.51.100.3:5060".parse().unwrap();
+        assert_eq!(table.peer_at(other), None);
+        assert_eq!(table.peer_id(other), 1);
+        assert_eq!(table.peer_at(other), Some(1));
+        assert_eq!(table.peer_id(other), 1, "the same peer, not a new one");
+        assert_eq!(table.peers()[1].address, other);
+        assert_eq!(table.peer_at("198.51.100.3:5061".parse().unwrap()), None);
     }
 
     #[test]
